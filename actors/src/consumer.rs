@@ -1,0 +1,193 @@
+//! The consumer actor: owns the AMQP connection it consumes from, decodes deliveries and
+//! routes each to its account's actor, spawning that actor on first use.
+//!
+//! Closing its channel (on stop or restart) returns every unacknowledged delivery to the
+//! queue, which is what makes "a failure mid-message means redelivery" hold for the whole
+//! pipeline.
+
+use std::{collections::HashMap, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    Channel, Connection, ConnectionProperties,
+    message::Delivery,
+    options::{BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+
+use crate::{
+    account::{AccountActor, AccountArgs, AccountMsg},
+    events::TransactionCreated,
+    features::WindowStore,
+    job::{Job, settle_nack},
+    scorer::ScorerMsg,
+    settings::AmqpSettings,
+    topology::Topology,
+};
+
+/// Messages the consumer accepts.
+#[derive(Debug)]
+pub enum ConsumerMsg {
+    /// A delivery from the broker.
+    Delivery(Box<Delivery>),
+    /// The delivery stream ended (connection or channel lost): fail so we get restarted.
+    StreamEnded(String),
+}
+
+/// Start-up arguments of the consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerArgs {
+    /// Broker connection settings.
+    pub amqp: AmqpSettings,
+    /// What to declare and consume.
+    pub topology: Topology,
+    /// Handed to every account actor.
+    pub windows: WindowStore,
+    /// Where account actors send their jobs.
+    pub scorer: ActorRef<ScorerMsg>,
+}
+
+/// Runtime state of the consumer.
+pub struct ConsumerState {
+    args: ConsumerArgs,
+    connection: Connection,
+    channel: Channel,
+    forwarder: JoinHandle<()>,
+    accounts: HashMap<String, ActorRef<AccountMsg>>,
+}
+
+/// Consumes `transaction.created` and fans out to account actors.
+#[derive(Debug, Default)]
+pub struct ConsumerActor;
+
+impl Actor for ConsumerActor {
+    type Msg = ConsumerMsg;
+    type State = ConsumerState;
+    type Arguments = ConsumerArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: ConsumerArgs) -> Result<ConsumerState, ActorProcessingErr> {
+        let connection = Connection::connect(args.amqp.url.expose_secret(), ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        args.topology.declare(&channel).await?;
+        channel
+            .basic_qos(args.amqp.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut stream = channel
+            .basic_consume(
+                args.topology.created_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let me = myself.clone();
+        let forwarder = tokio::spawn(async move {
+            let reason = loop {
+                match stream.next().await {
+                    Some(Ok(delivery)) => {
+                        if me.cast(ConsumerMsg::Delivery(Box::new(delivery))).is_err() {
+                            break String::from("consumer actor stopped");
+                        }
+                    }
+                    Some(Err(error)) => break error.to_string(),
+                    None => break String::from("consumer cancelled"),
+                }
+            };
+            // Ignored if we are already stopping.
+            let _ = me.cast(ConsumerMsg::StreamEnded(reason));
+        });
+        tracing::info!(component = "consumer", queue = %args.topology.created_queue, "consuming");
+        Ok(ConsumerState {
+            args,
+            connection,
+            channel,
+            forwarder,
+            accounts: HashMap::new(),
+        })
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: ConsumerMsg, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ConsumerMsg::Delivery(delivery) => {
+                let Delivery {
+                    data,
+                    acker,
+                    redelivered,
+                    ..
+                } = *delivery;
+                let event = match TransactionCreated::decode(&data) {
+                    Ok(event) => event,
+                    Err(error) => {
+                        // Retrying cannot fix a body we cannot read: dead-letter it now.
+                        tracing::error!(component = "consumer", %error, "undecodable message dead-lettered");
+                        settle_nack(&acker, false).await;
+                        return Ok(());
+                    }
+                };
+                let account = self.account(&myself, state, &event.transaction.account_id).await?;
+                if let Err(error) = account.cast(AccountMsg::Observe(Job::new(event, acker, redelivered))) {
+                    return Err(format!("account actor unavailable: {error}").into());
+                }
+                Ok(())
+            }
+            ConsumerMsg::StreamEnded(reason) => Err(format!("delivery stream ended: {reason}").into()),
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut ConsumerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            // An account actor died holding deliveries we can no longer settle: fail, so the
+            // supervisor restarts us and the channel close returns them to the queue.
+            SupervisionEvent::ActorFailed(cell, error) => {
+                Err(format!("account actor {:?} failed: {error}", cell.get_id()).into())
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.accounts.retain(|_, a| a.get_id() != cell.get_id());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
+        state.forwarder.abort();
+        myself.stop_children(None);
+        // Closing returns unacked deliveries to the queue; bounded so shutdown cannot hang.
+        let close = async {
+            let _ = state.channel.close(200, "consumer stopping".into()).await;
+            let _ = state.connection.close(200, "consumer stopping".into()).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
+        Ok(())
+    }
+}
+
+impl ConsumerActor {
+    /// The actor owning `account_id`, spawned (linked to us) on first use.
+    async fn account(
+        &self,
+        myself: &ActorRef<ConsumerMsg>,
+        state: &mut ConsumerState,
+        account_id: &str,
+    ) -> Result<ActorRef<AccountMsg>, ActorProcessingErr> {
+        if let Some(actor) = state.accounts.get(account_id) {
+            return Ok(actor.clone());
+        }
+        let args = AccountArgs {
+            account_id: account_id.to_owned(),
+            windows: state.args.windows.clone(),
+            scorer: state.args.scorer.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, AccountActor, args, myself.get_cell()).await?;
+        state.accounts.insert(account_id.to_owned(), actor.clone());
+        Ok(actor)
+    }
+}

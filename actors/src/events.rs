@@ -1,0 +1,60 @@
+//! The wire contract: what travels over RabbitMQ between the api and the workers.
+//!
+//! Every body carries `schema_version`; consumers accept the versions they know and
+//! dead-letter the rest instead of guessing.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::transaction::Transaction;
+
+/// Current version of [`TransactionCreated`].
+pub const TRANSACTION_CREATED_VERSION: u32 = 1;
+
+/// Published by the api once a transaction passed validation (`transaction.created`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionCreated {
+    /// Version of this message's schema.
+    pub schema_version: u32,
+    /// The validated transaction.
+    pub transaction: Transaction,
+    /// The request body exactly as the client sent it, stored as JSONB for audits.
+    pub raw: Value,
+    /// When the api accepted it (processing time, as opposed to the event time inside).
+    pub received_at: DateTime<Utc>,
+}
+
+/// Why a message body could not be turned into an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The bytes are not a well-formed event.
+    #[error("malformed transaction.created body: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A version this build does not understand.
+    #[error("unsupported schema_version {0}")]
+    UnsupportedVersion(u32),
+}
+
+impl TransactionCreated {
+    /// Wraps a freshly validated transaction.
+    pub fn new(transaction: Transaction, raw: Value, received_at: DateTime<Utc>) -> Self {
+        Self {
+            schema_version: TRANSACTION_CREATED_VERSION,
+            transaction,
+            raw,
+            received_at,
+        }
+    }
+
+    /// Decodes a message body, refusing versions this build does not know.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let event: Self = serde_json::from_slice(body)?;
+        if event.schema_version != TRANSACTION_CREATED_VERSION {
+            return Err(DecodeError::UnsupportedVersion(event.schema_version));
+        }
+        Ok(event)
+    }
+}

@@ -1,0 +1,260 @@
+//! One typed configuration for both binaries, read from the environment in one place.
+//!
+//! Every variable has a default that works against the local services `make up` starts, so a
+//! laptop needs no configuration at all; in Kubernetes each one comes from a ConfigMap or Secret.
+
+use std::{fmt::Display, net::SocketAddr, str::FromStr, time::Duration};
+
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+
+/// A setting that could not be parsed; names the variable so start-up errors are actionable.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {var}={value:?} is invalid: {reason}")]
+pub struct SettingsError {
+    /// The variable's name.
+    pub var: &'static str,
+    /// What it was set to.
+    pub value: String,
+    /// Why that is not acceptable.
+    pub reason: String,
+}
+
+/// Every environment variable the binaries read, with its default and meaning.
+/// The README's configuration table is checked against this list by a test.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("FRAUDSENSE_API_ADDR", "127.0.0.1:8080", "address the api listens on"),
+    ("FRAUDSENSE_WORKER_ADDR", "127.0.0.1:9090", "address the worker serves /health and /ready on"),
+    ("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/fraudsense", "PostgreSQL connection string"),
+    ("DATABASE_POOL_SIZE", "16", "maximum PostgreSQL connections per process"),
+    ("REDIS_URL", "redis://127.0.0.1:6379", "Redis connection string"),
+    ("REDIS_KEY_PREFIX", "fraudsense:", "prefix of every Redis key this deployment writes"),
+    ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ connection string (vhost URL-encoded)"),
+    ("AMQP_PREFIX", "fraudsense.", "prefix of every exchange and queue name"),
+    ("AMQP_PREFETCH", "256", "unacknowledged deliveries a worker holds at once"),
+    ("AMQP_DELIVERY_LIMIT", "5", "deliveries of one message before it is dead-lettered"),
+    ("PUBLISH_CONFIRM_TIMEOUT_MS", "5000", "how long the api waits for a broker confirm before answering 503"),
+    ("RISK_MEDIUM_AMOUNT", "1000", "amount from which the rule scorer raises risk to MEDIUM"),
+    ("RISK_HIGH_AMOUNT", "10000", "amount from which the rule scorer flags HIGH and raises an alert"),
+    ("MIGRATE_ON_START", "true", "apply database migrations when a binary starts"),
+    ("LOG_FORMAT", "json", "json for machines, pretty for a terminal"),
+    ("RUST_LOG", "info", "log filter (tracing-subscriber EnvFilter syntax)"),
+];
+
+/// PostgreSQL connection.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// Full connection string; secret because it usually carries a password.
+    pub url: SecretString,
+    /// Pool size per process: bounded so N replicas cannot exhaust `max_connections`.
+    pub pool_size: usize,
+}
+
+/// Redis connection.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Connection string; secret because it may carry a password.
+    pub url: SecretString,
+    /// Prefix of every key, so deployments (and tests) can share one Redis.
+    pub key_prefix: String,
+}
+
+/// RabbitMQ connection and the shape of what we declare on it.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// Connection string; secret because it carries credentials.
+    pub url: SecretString,
+    /// Prefix of every exchange and queue, so deployments (and tests) can share one broker.
+    pub prefix: String,
+    /// Deliveries in flight per consumer: bounds worker memory under any backlog.
+    pub prefetch: u16,
+    /// Deliveries of one message before the broker dead-letters it (poison message guard).
+    pub delivery_limit: u32,
+    /// Longest the api waits for a publisher confirm before it answers 503.
+    pub confirm_timeout: Duration,
+}
+
+/// Thresholds of the rule scorer.
+#[derive(Debug, Clone)]
+pub struct ScoringSettings {
+    /// Amount from which a transaction is at least MEDIUM risk.
+    pub medium_amount: Decimal,
+    /// Amount from which a transaction is HIGH risk and raises an alert.
+    pub high_amount: Decimal,
+}
+
+/// Log output style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Everything both binaries need to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the api listens.
+    pub api_addr: SocketAddr,
+    /// Where the worker serves its health endpoints.
+    pub worker_addr: SocketAddr,
+    /// PostgreSQL.
+    pub database: DatabaseSettings,
+    /// Redis.
+    pub redis: RedisSettings,
+    /// RabbitMQ.
+    pub amqp: AmqpSettings,
+    /// Rule thresholds.
+    pub scoring: ScoringSettings,
+    /// Whether binaries apply migrations at start-up.
+    pub migrate_on_start: bool,
+    /// Log style.
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `lookup`, falling back to each variable's default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |var: &'static str| -> (&'static str, String) {
+            let value = lookup(var).filter(|v| !v.is_empty()).unwrap_or_else(|| {
+                VARIABLES
+                    .iter()
+                    .find(|(name, _, _)| *name == var)
+                    .map(|(_, default, _)| (*default).to_owned())
+                    .unwrap_or_default()
+            });
+            (var, value)
+        };
+        let secret = |var| -> Result<SecretString, SettingsError> {
+            let (var, value) = get(var);
+            if !value.contains("://") {
+                return Err(SettingsError {
+                    var,
+                    value: String::from("<redacted>"),
+                    reason: "must be a URL such as scheme://host:port/...".into(),
+                });
+            }
+            Ok(SecretString::from(value))
+        };
+        let confirm_ms: u64 = parse(get("PUBLISH_CONFIRM_TIMEOUT_MS"))?;
+        let scoring = ScoringSettings {
+            medium_amount: parse(get("RISK_MEDIUM_AMOUNT"))?,
+            high_amount: parse(get("RISK_HIGH_AMOUNT"))?,
+        };
+        if scoring.medium_amount > scoring.high_amount {
+            let (var, value) = get("RISK_MEDIUM_AMOUNT");
+            return Err(SettingsError {
+                var,
+                value,
+                reason: "must not exceed RISK_HIGH_AMOUNT".into(),
+            });
+        }
+        let log_format = match get("LOG_FORMAT") {
+            (_, v) if v == "json" => LogFormat::Json,
+            (_, v) if v == "pretty" => LogFormat::Pretty,
+            (var, value) => {
+                return Err(SettingsError {
+                    var,
+                    value,
+                    reason: "must be json or pretty".into(),
+                });
+            }
+        };
+        Ok(Self {
+            api_addr: parse(get("FRAUDSENSE_API_ADDR"))?,
+            worker_addr: parse(get("FRAUDSENSE_WORKER_ADDR"))?,
+            database: DatabaseSettings {
+                url: secret("DATABASE_URL")?,
+                pool_size: positive(get("DATABASE_POOL_SIZE"))?,
+            },
+            redis: RedisSettings {
+                url: secret("REDIS_URL")?,
+                key_prefix: get("REDIS_KEY_PREFIX").1,
+            },
+            amqp: AmqpSettings {
+                url: secret("AMQP_URL")?,
+                prefix: get("AMQP_PREFIX").1,
+                prefetch: positive(get("AMQP_PREFETCH"))?,
+                delivery_limit: positive(get("AMQP_DELIVERY_LIMIT"))?,
+                confirm_timeout: Duration::from_millis(confirm_ms.max(1)),
+            },
+            scoring,
+            migrate_on_start: parse(get("MIGRATE_ON_START"))?,
+            log_format,
+        })
+    }
+
+    /// The PostgreSQL URL, for the few places that must see it.
+    pub fn database_url(&self) -> &str {
+        self.database.url.expose_secret()
+    }
+}
+
+fn parse<T>((var, value): (&'static str, String)) -> Result<T, SettingsError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    value.trim().parse().map_err(|e: T::Err| SettingsError {
+        var,
+        reason: e.to_string(),
+        value,
+    })
+}
+
+fn positive<T>((var, value): (&'static str, String)) -> Result<T, SettingsError>
+where
+    T: FromStr + Default + PartialOrd,
+    T::Err: Display,
+{
+    let parsed: T = parse((var, value.clone()))?;
+    if parsed <= T::default() {
+        return Err(SettingsError {
+            var,
+            value,
+            reason: "must be greater than 0".into(),
+        });
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_without_any_environment() {
+        let s = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.api_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.amqp.prefetch, 256);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(s.database_url().ends_with("/fraudsense"));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Settings::from_lookup(|k| (k == "AMQP_PREFETCH").then(|| "lots".into()))
+            .err()
+            .map(|e| e.var);
+        assert_eq!(err, Some("AMQP_PREFETCH"));
+        let err = Settings::from_lookup(|k| (k == "DATABASE_POOL_SIZE").then(|| "0".into()))
+            .err()
+            .map(|e| e.var);
+        assert_eq!(err, Some("DATABASE_POOL_SIZE"));
+    }
+
+    #[test]
+    fn secrets_are_not_echoed() {
+        let err = Settings::from_lookup(|k| (k == "DATABASE_URL").then(|| "hunter2".into()))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("DATABASE_URL") && !err.contains("hunter2"), "{err}");
+    }
+}
