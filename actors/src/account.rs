@@ -32,11 +32,20 @@ impl Actor for AccountActor {
     type State = AccountArgs;
     type Arguments = AccountArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: AccountArgs) -> Result<AccountArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: AccountArgs,
+    ) -> Result<AccountArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: AccountMsg, state: &mut AccountArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: AccountMsg,
+        state: &mut AccountArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let AccountMsg::Observe(job) = msg;
         match state.windows.observe(&job.event.transaction).await {
             Ok(features) => {

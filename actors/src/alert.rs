@@ -27,11 +27,20 @@ impl Actor for AlertActor {
     type State = Pool;
     type Arguments = Pool;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, pool: Pool) -> Result<Pool, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        pool: Pool,
+    ) -> Result<Pool, ActorProcessingErr> {
         Ok(pool)
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: AlertMsg, pool: &mut Pool) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: AlertMsg,
+        pool: &mut Pool,
+    ) -> Result<(), ActorProcessingErr> {
         let AlertMsg::Record { job, decision } = msg;
         match store::record_decision(pool, &job.event, &decision).await {
             Ok(recorded) => {

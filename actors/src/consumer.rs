@@ -68,8 +68,16 @@ impl Actor for ConsumerActor {
     type State = ConsumerState;
     type Arguments = ConsumerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: ConsumerArgs) -> Result<ConsumerState, ActorProcessingErr> {
-        let connection = Connection::connect(args.amqp.url.expose_secret(), ConnectionProperties::default()).await?;
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ConsumerArgs,
+    ) -> Result<ConsumerState, ActorProcessingErr> {
+        let connection = Connection::connect(
+            args.amqp.url.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await?;
         let channel = connection.create_channel().await?;
         args.topology.declare(&channel).await?;
         channel
@@ -109,7 +117,12 @@ impl Actor for ConsumerActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: ConsumerMsg, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: ConsumerMsg,
+        state: &mut ConsumerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConsumerMsg::Delivery(delivery) => {
                 let Delivery {
@@ -127,13 +140,19 @@ impl Actor for ConsumerActor {
                         return Ok(());
                     }
                 };
-                let account = self.account(&myself, state, &event.transaction.account_id).await?;
-                if let Err(error) = account.cast(AccountMsg::Observe(Job::new(event, acker, redelivered))) {
+                let account = self
+                    .account(&myself, state, &event.transaction.account_id)
+                    .await?;
+                if let Err(error) =
+                    account.cast(AccountMsg::Observe(Job::new(event, acker, redelivered)))
+                {
                     return Err(format!("account actor unavailable: {error}").into());
                 }
                 Ok(())
             }
-            ConsumerMsg::StreamEnded(reason) => Err(format!("delivery stream ended: {reason}").into()),
+            ConsumerMsg::StreamEnded(reason) => {
+                Err(format!("delivery stream ended: {reason}").into())
+            }
         }
     }
 
@@ -157,13 +176,20 @@ impl Actor for ConsumerActor {
         }
     }
 
-    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut ConsumerState,
+    ) -> Result<(), ActorProcessingErr> {
         state.forwarder.abort();
         myself.stop_children(None);
         // Closing returns unacked deliveries to the queue; bounded so shutdown cannot hang.
         let close = async {
             let _ = state.channel.close(200, "consumer stopping".into()).await;
-            let _ = state.connection.close(200, "consumer stopping".into()).await;
+            let _ = state
+                .connection
+                .close(200, "consumer stopping".into())
+                .await;
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
         Ok(())

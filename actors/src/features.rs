@@ -5,11 +5,7 @@
 //! counts are taken relative to the transaction's own timestamp, so replaying history
 //! yields the same features as live traffic.
 
-use fred::{
-    clients::Client,
-    prelude::Error as RedisError,
-    types::scripts::Script,
-};
+use fred::{clients::Client, prelude::Error as RedisError, types::scripts::Script};
 use serde::{Deserialize, Serialize};
 
 use crate::transaction::Transaction;
@@ -51,7 +47,9 @@ pub struct WindowStore {
 
 impl std::fmt::Debug for WindowStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WindowStore").field("prefix", &self.prefix).finish()
+        f.debug_struct("WindowStore")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 

@@ -42,7 +42,11 @@ impl Job {
     /// Hands the delivery back to the broker for another attempt. The queue's delivery
     /// limit dead-letters a message that keeps failing, so this cannot loop forever.
     pub async fn retry(self, why: &str) {
-        tracing::warn!(transaction_id = self.transaction_id(), why, "delivery returned for retry");
+        tracing::warn!(
+            transaction_id = self.transaction_id(),
+            why,
+            "delivery returned for retry"
+        );
         settle_nack(&self.acker, true).await;
     }
 }

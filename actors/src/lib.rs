@@ -33,6 +33,7 @@ pub mod alert;
 pub mod consumer;
 pub mod events;
 pub mod features;
+pub mod health;
 pub mod job;
 pub mod scorer;
 pub mod scoring;
@@ -49,12 +50,28 @@ pub use events::TransactionCreated;
 pub use settings::Settings;
 pub use transaction::Transaction;
 
-/// Connects a Redis client from settings and waits until it is usable.
-pub async fn connect_redis(settings: &settings::RedisSettings) -> Result<fred::clients::Client, fred::error::Error> {
-    use fred::interfaces::ClientLike;
+pub mod signal;
+
+/// Connects a Redis client from settings and waits until it is usable. The client
+/// reconnects by itself (exponential backoff) and no command waits longer than 2 s.
+pub async fn connect_redis(
+    settings: &settings::RedisSettings,
+) -> Result<fred::clients::Client, fred::error::Error> {
+    use fred::{
+        interfaces::ClientLike,
+        types::{
+            Builder,
+            config::{Config, ReconnectPolicy},
+        },
+    };
     use secrecy::ExposeSecret;
-    let config = fred::types::config::Config::from_url(settings.url.expose_secret())?;
-    let client = fred::types::Builder::from_config(config).build()?;
+    use std::time::Duration;
+    let config = Config::from_url(settings.url.expose_secret())?;
+    let client = Builder::from_config(config)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
+        .build()?;
     client.init().await?;
     Ok(client)
 }

@@ -34,11 +34,20 @@ impl Actor for ScorerActor {
     type State = ScorerArgs;
     type Arguments = ScorerArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: ScorerArgs) -> Result<ScorerArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ScorerArgs,
+    ) -> Result<ScorerArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: ScorerMsg, state: &mut ScorerArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: ScorerMsg,
+        state: &mut ScorerArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let ScorerMsg::Score { job, features } = msg;
         let decision = state.scorer.score(&job.event.transaction, &features);
         // If the alert actor is gone the supervisor is restarting the pipeline; the

@@ -105,13 +105,19 @@ impl RuleScorer {
         let amount_part = if tx.amount >= *high_amount {
             reasons.push(Reason {
                 code: "HIGH_AMOUNT".into(),
-                detail: format!("amount {} {} is at least {high_amount}", tx.amount, tx.currency),
+                detail: format!(
+                    "amount {} {} is at least {high_amount}",
+                    tx.amount, tx.currency
+                ),
             });
             0.9
         } else if tx.amount >= *medium_amount {
             reasons.push(Reason {
                 code: "ELEVATED_AMOUNT".into(),
-                detail: format!("amount {} {} is at least {medium_amount}", tx.amount, tx.currency),
+                detail: format!(
+                    "amount {} {} is at least {medium_amount}",
+                    tx.amount, tx.currency
+                ),
             });
             0.5 + 0.2 * ratio(tx.amount - medium_amount, high_amount - medium_amount)
         } else {
@@ -186,8 +192,14 @@ mod tests {
     fn amounts_map_to_labels() {
         let s = scorer();
         assert_eq!(s.score(&tx("20"), &features(1)).risk_label, RiskLabel::Low);
-        assert_eq!(s.score(&tx("1000"), &features(1)).risk_label, RiskLabel::Medium);
-        assert_eq!(s.score(&tx("9999.99"), &features(1)).risk_label, RiskLabel::Medium);
+        assert_eq!(
+            s.score(&tx("1000"), &features(1)).risk_label,
+            RiskLabel::Medium
+        );
+        assert_eq!(
+            s.score(&tx("9999.99"), &features(1)).risk_label,
+            RiskLabel::Medium
+        );
         let high = s.score(&tx("10000"), &features(1));
         assert_eq!(high.risk_label, RiskLabel::High);
         assert_eq!(high.reasons[0].code, "HIGH_AMOUNT");

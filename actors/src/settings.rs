@@ -23,22 +23,86 @@ pub struct SettingsError {
 /// Every environment variable the binaries read, with its default and meaning.
 /// The README's configuration table is checked against this list by a test.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
-    ("FRAUDSENSE_API_ADDR", "127.0.0.1:8080", "address the api listens on"),
-    ("FRAUDSENSE_WORKER_ADDR", "127.0.0.1:9090", "address the worker serves /health and /ready on"),
-    ("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/fraudsense", "PostgreSQL connection string"),
-    ("DATABASE_POOL_SIZE", "16", "maximum PostgreSQL connections per process"),
-    ("REDIS_URL", "redis://127.0.0.1:6379", "Redis connection string"),
-    ("REDIS_KEY_PREFIX", "fraudsense:", "prefix of every Redis key this deployment writes"),
-    ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ connection string (vhost URL-encoded)"),
-    ("AMQP_PREFIX", "fraudsense.", "prefix of every exchange and queue name"),
-    ("AMQP_PREFETCH", "256", "unacknowledged deliveries a worker holds at once"),
-    ("AMQP_DELIVERY_LIMIT", "5", "deliveries of one message before it is dead-lettered"),
-    ("PUBLISH_CONFIRM_TIMEOUT_MS", "5000", "how long the api waits for a broker confirm before answering 503"),
-    ("RISK_MEDIUM_AMOUNT", "1000", "amount from which the rule scorer raises risk to MEDIUM"),
-    ("RISK_HIGH_AMOUNT", "10000", "amount from which the rule scorer flags HIGH and raises an alert"),
-    ("MIGRATE_ON_START", "true", "apply database migrations when a binary starts"),
-    ("LOG_FORMAT", "json", "json for machines, pretty for a terminal"),
-    ("RUST_LOG", "info", "log filter (tracing-subscriber EnvFilter syntax)"),
+    (
+        "FRAUDSENSE_API_ADDR",
+        "127.0.0.1:8080",
+        "address the api listens on",
+    ),
+    (
+        "FRAUDSENSE_WORKER_ADDR",
+        "127.0.0.1:9090",
+        "address the worker serves /health and /ready on",
+    ),
+    (
+        "DATABASE_URL",
+        "postgres://postgres:postgres@127.0.0.1:5432/fraudsense",
+        "PostgreSQL connection string",
+    ),
+    (
+        "DATABASE_POOL_SIZE",
+        "16",
+        "maximum PostgreSQL connections per process",
+    ),
+    (
+        "REDIS_URL",
+        "redis://127.0.0.1:6379",
+        "Redis connection string",
+    ),
+    (
+        "REDIS_KEY_PREFIX",
+        "fraudsense:",
+        "prefix of every Redis key this deployment writes",
+    ),
+    (
+        "AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        "RabbitMQ connection string (vhost URL-encoded)",
+    ),
+    (
+        "AMQP_PREFIX",
+        "fraudsense.",
+        "prefix of every exchange and queue name",
+    ),
+    (
+        "AMQP_PREFETCH",
+        "256",
+        "unacknowledged deliveries a worker holds at once",
+    ),
+    (
+        "AMQP_DELIVERY_LIMIT",
+        "5",
+        "deliveries of one message before it is dead-lettered",
+    ),
+    (
+        "PUBLISH_CONFIRM_TIMEOUT_MS",
+        "5000",
+        "how long the api waits for a broker confirm before answering 503",
+    ),
+    (
+        "RISK_MEDIUM_AMOUNT",
+        "1000",
+        "amount from which the rule scorer raises risk to MEDIUM",
+    ),
+    (
+        "RISK_HIGH_AMOUNT",
+        "10000",
+        "amount from which the rule scorer flags HIGH and raises an alert",
+    ),
+    (
+        "MIGRATE_ON_START",
+        "true",
+        "apply database migrations when a binary starts",
+    ),
+    (
+        "LOG_FORMAT",
+        "json",
+        "json for machines, pretty for a terminal",
+    ),
+    (
+        "RUST_LOG",
+        "info",
+        "log filter (tracing-subscriber EnvFilter syntax)",
+    ),
 ];
 
 /// PostgreSQL connection.
@@ -255,6 +319,9 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(err.contains("DATABASE_URL") && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("DATABASE_URL") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 }

@@ -65,10 +65,15 @@ pub async fn record_decision(
     event: &TransactionCreated,
     decision: &Decision,
 ) -> Result<Recorded, StoreError> {
-    let encode = |what, v: Result<Value, serde_json::Error>| v.map_err(|source| StoreError::Encode { what, source });
+    let encode = |what, v: Result<Value, serde_json::Error>| {
+        v.map_err(|source| StoreError::Encode { what, source })
+    };
     let reasons = encode("reasons", serde_json::to_value(&decision.reasons))?;
     let features = encode("features", serde_json::to_value(&decision.features))?;
-    let contributions = encode("contributions", serde_json::to_value(&decision.contributions))?;
+    let contributions = encode(
+        "contributions",
+        serde_json::to_value(&decision.contributions),
+    )?;
     let metadata = match &event.transaction.metadata {
         Some(m) => Some(Value::Object(m.clone())),
         None => None,
@@ -151,14 +156,17 @@ pub async fn record_decision(
 }
 
 /// The transaction with its score and alerts, as the api returns it; `None` if unknown.
-pub async fn transaction_view(pool: &Pool, transaction_id: &str) -> Result<Option<Value>, StoreError> {
+pub async fn transaction_view(
+    pool: &Pool,
+    transaction_id: &str,
+) -> Result<Option<Value>, StoreError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
             "SELECT json_build_object(
                 'transaction_id', t.transaction_id,
                 'account_id', t.account_id,
-                'amount', t.amount::text,
+                'amount', trim_scale(t.amount)::text,
                 'currency', t.currency,
                 'timestamp', t.occurred_at,
                 'merchant_id', t.merchant_id,

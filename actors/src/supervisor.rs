@@ -62,7 +62,11 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         myself.cast(SupervisorMsg::Start)?;
         Ok(SupervisorState {
             args,
@@ -72,7 +76,12 @@ impl Actor for Supervisor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         let SupervisorMsg::Start = msg;
         if let Err(error) = spawn_pipeline(&myself, state).await {
             tracing::error!(component = "supervisor", %error, "pipeline failed to start");
@@ -103,14 +112,21 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         stop_children(state).await;
         Ok(())
     }
 }
 
 /// Starts alert → scorer → consumer (sinks first, so nothing is sent to a missing actor).
-async fn spawn_pipeline(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+async fn spawn_pipeline(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+) -> Result<(), ActorProcessingErr> {
     let args = &state.args;
     let sup = myself.get_cell();
     let (alert, _) = Actor::spawn_linked(None, AlertActor, args.pool.clone(), sup.clone()).await?;
@@ -123,7 +139,10 @@ async fn spawn_pipeline(myself: &ActorRef<SupervisorMsg>, state: &mut Supervisor
     state.children.push(scorer.get_cell());
     let consumer_args = ConsumerArgs {
         amqp: args.settings.amqp.clone(),
-        topology: Topology::new(&args.settings.amqp.prefix, args.settings.amqp.delivery_limit),
+        topology: Topology::new(
+            &args.settings.amqp.prefix,
+            args.settings.amqp.delivery_limit,
+        ),
         windows: args.windows.clone(),
         scorer,
     };
@@ -142,14 +161,20 @@ async fn restart_later(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorS
     }
     let delay = backoff(state.failures);
     state.failures = state.failures.saturating_add(1);
-    tracing::warn!(component = "supervisor", delay_ms = delay.as_millis() as u64, "pipeline restart scheduled");
+    tracing::warn!(
+        component = "supervisor",
+        delay_ms = delay.as_millis() as u64,
+        "pipeline restart scheduled"
+    );
     myself.send_after(delay, || SupervisorMsg::Start);
 }
 
 /// Stops children downstream-last: the consumer first, so nothing new enters the pipeline.
 async fn stop_children(state: &mut SupervisorState) {
     for cell in state.children.drain(..).rev() {
-        let _ = cell.stop_and_wait(None, Some(Duration::from_secs(10))).await;
+        let _ = cell
+            .stop_and_wait(None, Some(Duration::from_secs(10)))
+            .await;
     }
 }
 

@@ -65,7 +65,9 @@ impl TestEnv {
         settings.worker_addr = "127.0.0.1:0".parse()?;
 
         let pool = store::connect(&settings.database)?;
-        store::migrate(&pool).await.context("migrating the test database")?;
+        store::migrate(&pool)
+            .await
+            .context("migrating the test database")?;
         Ok(Self {
             settings,
             db_name,
@@ -75,12 +77,19 @@ impl TestEnv {
 
     /// This test's broker names.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.settings.amqp.prefix, self.settings.amqp.delivery_limit)
+        Topology::new(
+            &self.settings.amqp.prefix,
+            self.settings.amqp.delivery_limit,
+        )
     }
 
     /// A fresh broker connection and channel, for inspecting queues.
     pub async fn amqp(&self) -> anyhow::Result<(Connection, Channel)> {
-        let conn = Connection::connect(self.settings.amqp.url.expose_secret(), ConnectionProperties::default()).await?;
+        let conn = Connection::connect(
+            self.settings.amqp.url.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await?;
         let channel = conn.create_channel().await?;
         Ok((conn, channel))
     }
@@ -92,7 +101,10 @@ impl TestEnv {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let count = match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+        let count = match channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+        {
             Ok(q) => q.message_count(),
             Err(_) => 0,
         };
@@ -110,7 +122,10 @@ impl TestEnv {
         let (client, conn) = tokio_postgres::connect(&self.admin_url, NoTls).await?;
         tokio::spawn(conn);
         client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.db_name
+            ))
             .await?;
 
         let topology = self.topology();
@@ -149,7 +164,10 @@ impl TestEnv {
 /// Drops `fs_test_<epoch>_*` databases older than [`STALE_AFTER_SECS`]; best effort.
 async fn sweep_stale(client: &tokio_postgres::Client, now: u64) {
     let Ok(rows) = client
-        .query("SELECT datname FROM pg_database WHERE datname LIKE 'fs\\_test\\_%'", &[])
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'fs\\_test\\_%'",
+            &[],
+        )
         .await
     else {
         return;
@@ -166,7 +184,11 @@ async fn sweep_stale(client: &tokio_postgres::Client, now: u64) {
 }
 
 /// Polls `check` every 50 ms until it yields `Some`, or fails after `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+pub async fn eventually<T, F, Fut>(
+    deadline: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,

@@ -73,10 +73,22 @@ impl Topology {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(LongString::from(self.dead_letter_exchange.as_str())),
         );
-        self.queue(channel, &self.created_queue, created_args, &self.transactions_exchange, TRANSACTION_CREATED)
-            .await?;
-        self.queue(channel, &self.dead_letter_queue, quorum(), &self.dead_letter_exchange, "")
-            .await
+        self.queue(
+            channel,
+            &self.created_queue,
+            created_args,
+            &self.transactions_exchange,
+            TRANSACTION_CREATED,
+        )
+        .await?;
+        self.queue(
+            channel,
+            &self.dead_letter_queue,
+            quorum(),
+            &self.dead_letter_exchange,
+            "",
+        )
+        .await
     }
 
     async fn queue(
@@ -106,6 +118,9 @@ impl Topology {
 
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args
 }

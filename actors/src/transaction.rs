@@ -140,12 +140,25 @@ impl Transaction {
         let timestamp = check.timestamp("timestamp", now);
         let geo_lat = check.coordinate("geo_lat", 90.0);
         let geo_lon = check.coordinate("geo_lon", 180.0);
-        let country = check.present("country").then(|| check.code("country", 2)).flatten();
-        let channel = check.present("channel").then(|| check.channel("channel")).flatten();
-        let metadata = check.present("metadata").then(|| check.metadata("metadata")).flatten();
+        let country = check
+            .present("country")
+            .then(|| check.code("country", 2))
+            .flatten();
+        let channel = check
+            .present("channel")
+            .then(|| check.channel("channel"))
+            .flatten();
+        let metadata = check
+            .present("metadata")
+            .then(|| check.metadata("metadata"))
+            .flatten();
         if geo_lat.is_some() != geo_lon.is_some() && check.errors.is_empty() {
             check.errors.push(FieldError::new(
-                if geo_lat.is_some() { "geo_lon" } else { "geo_lat" },
+                if geo_lat.is_some() {
+                    "geo_lon"
+                } else {
+                    "geo_lat"
+                },
                 "geo_lat and geo_lon must be given together",
             ));
         }
@@ -158,23 +171,26 @@ impl Transaction {
             currency,
             timestamp,
         ) {
-            (Some(transaction_id), Some(account_id), Some(merchant_id), Some(amount), Some(currency), Some(timestamp))
-                if errors.is_empty() =>
-            {
-                Ok(Self {
-                    transaction_id,
-                    account_id,
-                    amount,
-                    currency,
-                    timestamp,
-                    merchant_id,
-                    geo_lat,
-                    geo_lon,
-                    country,
-                    channel,
-                    metadata,
-                })
-            }
+            (
+                Some(transaction_id),
+                Some(account_id),
+                Some(merchant_id),
+                Some(amount),
+                Some(currency),
+                Some(timestamp),
+            ) if errors.is_empty() => Ok(Self {
+                transaction_id,
+                account_id,
+                amount,
+                currency,
+                timestamp,
+                merchant_id,
+                geo_lat,
+                geo_lon,
+                country,
+                channel,
+                metadata,
+            }),
             _ => Err(errors),
         }
     }
@@ -267,7 +283,10 @@ impl Checker<'_> {
     fn timestamp(&mut self, field: &str, now: DateTime<Utc>) -> Option<DateTime<FixedOffset>> {
         let s = self.string(field)?;
         let Ok(ts) = DateTime::parse_from_rfc3339(&s) else {
-            return self.fail(field, "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z");
+            return self.fail(
+                field,
+                "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z",
+            );
         };
         if ts.with_timezone(&Utc) > now + MAX_FUTURE_SKEW {
             return self.fail(field, "must not be more than 5 minutes in the future");
@@ -383,7 +402,15 @@ mod tests {
     fn names_every_bad_field() {
         let v = json!({"transaction_id": "", "amount": -1, "currency": "eur", "extra": 1});
         let f = fields(v);
-        for want in ["extra", "transaction_id", "account_id", "merchant_id", "amount", "currency", "timestamp"] {
+        for want in [
+            "extra",
+            "transaction_id",
+            "account_id",
+            "merchant_id",
+            "amount",
+            "currency",
+            "timestamp",
+        ] {
             assert!(f.contains(&want.to_owned()), "{want} missing from {f:?}");
         }
     }
@@ -401,10 +428,19 @@ mod tests {
         assert_eq!(fields(with("channel", json!("fax"))), ["channel"]);
         assert_eq!(fields(with("metadata", json!([1]))), ["metadata"]);
         assert_eq!(fields(with("timestamp", json!("yesterday"))), ["timestamp"]);
-        assert_eq!(fields(with("timestamp", json!("2026-11-22T12:00:00"))), ["timestamp"]);
-        assert_eq!(fields(with("timestamp", json!("2026-11-22T13:00:00Z"))), ["timestamp"]);
+        assert_eq!(
+            fields(with("timestamp", json!("2026-11-22T12:00:00"))),
+            ["timestamp"]
+        );
+        assert_eq!(
+            fields(with("timestamp", json!("2026-11-22T13:00:00Z"))),
+            ["timestamp"]
+        );
         assert_eq!(fields(with("account_id", json!("a b"))), ["account_id"]);
-        assert_eq!(fields(with("account_id", json!("x".repeat(129)))), ["account_id"]);
+        assert_eq!(
+            fields(with("account_id", json!("x".repeat(129)))),
+            ["account_id"]
+        );
         assert_eq!(fields(json!([1, 2])), ["body"]);
     }
 
@@ -417,14 +453,14 @@ mod tests {
 
     #[test]
     fn numeric_amounts_keep_their_exact_digits() {
-        let v: Value = serde_json::from_str(
-            &valid().to_string().replace("\"12.50\"", "0.1234"),
-        )
-        .unwrap_or_default();
+        let v: Value = serde_json::from_str(&valid().to_string().replace("\"12.50\"", "0.1234"))
+            .unwrap_or_default();
         let t = Transaction::parse(&v, now()).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(t.amount.to_string(), "0.1234");
         let v: Value = serde_json::from_str(
-            &valid().to_string().replace("\"12.50\"", "0.12345678901234567891"),
+            &valid()
+                .to_string()
+                .replace("\"12.50\"", "0.12345678901234567891"),
         )
         .unwrap_or_default();
         assert!(Transaction::parse(&v, now()).is_err());
@@ -434,7 +470,8 @@ mod tests {
     fn round_trips_through_json() {
         let t = Transaction::parse(&valid(), now()).unwrap_or_else(|e| panic!("{e:?}"));
         let back: Transaction =
-            serde_json::from_value(serde_json::to_value(&t).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+            serde_json::from_value(serde_json::to_value(&t).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, t);
     }
 }

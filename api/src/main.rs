@@ -1,1 +1,40 @@
-fn main() {}
+//! `fraudsense-api`: serve the HTTP edge, or apply migrations and exit.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fraudsense_actors::{Settings, signal::shutdown_signal, store, telemetry};
+use fraudsense_api::Application;
+
+#[derive(Parser)]
+#[command(version, about = "FraudSense HTTP api")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the api (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::from_env().context("invalid configuration")?;
+    telemetry::init("api", settings.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let pool = store::connect(&settings.database)?;
+            let applied = store::migrate(&pool).await.context("applying migrations")?;
+            tracing::info!(?applied, "migrations up to date");
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,136 @@
-//! placeholder
+//! # FraudSense worker node
+//!
+//! Connects to PostgreSQL and Redis, starts the supervision tree from
+//! [`fraudsense_actors`] (which connects to RabbitMQ itself and reconnects on failure) and
+//! serves `/health` and `/ready`. [`Node::start`] builds it from [`Settings`]; the binary
+//! and the tests start it the same way.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use fraudsense_actors::{
+    Settings, connect_redis,
+    features::WindowStore,
+    health, store,
+    supervisor::{Supervisor, SupervisorArgs, SupervisorMsg},
+};
+use ractor::{Actor, ActorRef, ActorStatus};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// Longest the node waits for its actors to stop on shutdown.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running worker node.
+pub struct Node {
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_done: JoinHandle<()>,
+    http: JoinHandle<()>,
+    http_stop: oneshot::Sender<()>,
+    addr: SocketAddr,
+}
+
+#[derive(Clone)]
+struct Health {
+    pool: deadpool_postgres::Pool,
+    redis: fred::clients::Client,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+impl Node {
+    /// Connects, migrates if configured, starts the actor tree and the health server.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
+        if settings.migrate_on_start {
+            store::migrate(&pool).await.context("applying migrations")?;
+        }
+        let redis = connect_redis(&settings.redis)
+            .await
+            .context("connecting to Redis")?;
+        let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix);
+        let listener = TcpListener::bind(settings.worker_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.worker_addr))?;
+        let addr = listener.local_addr()?;
+
+        let args = SupervisorArgs {
+            settings,
+            pool: pool.clone(),
+            windows,
+        };
+        let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, args)
+            .await
+            .context("starting the supervision tree")?;
+
+        let health = Health {
+            pool,
+            redis,
+            supervisor: supervisor.clone(),
+        };
+        let app = Router::new()
+            .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+            .route("/ready", get(ready))
+            .with_state(health);
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%error, "health server failed");
+            }
+        });
+        tracing::info!(component = "worker", %addr, "worker node started");
+        Ok(Self {
+            supervisor,
+            supervisor_done,
+            http,
+            http_stop,
+            addr,
+        })
+    }
+
+    /// Where `/health` and `/ready` are served.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Runs until `shutdown` resolves (or the tree dies), then stops.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::select! {
+            () = shutdown => {},
+            _ = &mut self.supervisor_done => {
+                tracing::error!(component = "worker", "supervision tree exited");
+            },
+        }
+        self.stop().await;
+    }
+
+    /// Stops the tree (closing the channel returns unacked deliveries to the queue) and
+    /// the health server.
+    pub async fn stop(self) {
+        let _ = self
+            .supervisor
+            .stop_and_wait(Some("node stopping".into()), Some(STOP_TIMEOUT))
+            .await;
+        let _ = self.http_stop.send(());
+        let _ = self.http.await;
+        tracing::info!(component = "worker", "worker node stopped");
+    }
+}
+
+async fn ready(State(h): State<Health>) -> (StatusCode, Json<Value>) {
+    let (postgres, redis) = tokio::join!(health::postgres_up(&h.pool), health::redis_up(&h.redis));
+    let tree = matches!(h.supervisor.get_status(), ActorStatus::Running);
+    let (ok, body) = health::report(&[("postgres", postgres), ("redis", redis), ("actors", tree)]);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

@@ -1,0 +1,118 @@
+//! The one error type every handler returns, rendered as RFC 9457 `application/problem+json`.
+//!
+//! 4xx answers explain exactly what to fix; 5xx answers are opaque and the cause is logged.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use fraudsense_actors::transaction::FieldError;
+use serde_json::json;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is well-formed JSON but some fields are invalid.
+    #[error("{} invalid field(s)", .0.len())]
+    Validation(Vec<FieldError>),
+    /// The request cannot be read at all (bad JSON, bad encoding, bad path parameter).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The body is not JSON.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The body exceeds the limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// The resource does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A dependency is down or slow; the client should retry after the given seconds.
+    #[error("service unavailable: {detail}")]
+    Unavailable {
+        /// What is unavailable (safe to show: no internals).
+        detail: &'static str,
+        /// Seconds the client should wait.
+        retry_after: u32,
+    },
+    /// Anything else: logged in full, answered opaquely.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid transaction",
+            ),
+            ApiError::BadRequest(_) => {
+                (StatusCode::BAD_REQUEST, "bad-request", "Malformed request")
+            }
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        let detail = match &self {
+            ApiError::Validation(errors) => errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.reason))
+                .collect::<Vec<_>>()
+                .join("; "),
+            ApiError::BadRequest(why) => why.clone(),
+            ApiError::UnsupportedMediaType => "send the body as application/json".into(),
+            ApiError::PayloadTooLarge => "the body exceeds the 64 KiB limit".into(),
+            ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::Unavailable { detail, .. } => (*detail).into(),
+            ApiError::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "internal error");
+                "an internal error occurred; it has been logged".into()
+            }
+        };
+        let mut body = json!({
+            "type": format!("urn:fraudsense:problem:{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if let ApiError::Validation(errors) = &self {
+            body["errors"] = json!(errors);
+        }
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let ApiError::Unavailable { retry_after, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
+    }
+}
