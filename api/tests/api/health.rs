@@ -1,0 +1,14 @@
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn health_and_ready_report_up_when_everything_answers() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/health").await.status().as_u16(), 200);
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap_or_default();
+    assert_eq!(body["checks"]["postgres"], "up");
+    assert_eq!(body["checks"]["redis"], "up");
+    assert_eq!(body["checks"]["rabbitmq"], "up");
+    app.teardown().await;
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the api against the real PostgreSQL, Redis and RabbitMQ.
+//! Each test has its own database, broker names and Redis prefix (see `TestEnv`).
+
+mod health;
+mod helpers;
+mod transactions;

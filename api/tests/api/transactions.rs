@@ -1,0 +1,163 @@
+use std::time::{Duration, Instant};
+
+use fraudsense_actors::TransactionCreated;
+use lapin::options::BasicGetOptions;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::helpers::{problem, spawn_app, spawn_app_with, transaction};
+
+#[tokio::test]
+async fn an_accepted_transaction_is_a_confirmed_persistent_message() {
+    let app = spawn_app().await;
+    let body = transaction("tx-accept-1", "12.34");
+    let response = app.post_json(&body).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let answer: Value = response.json().await.unwrap_or_default();
+    assert_eq!(
+        answer,
+        json!({"transaction_id": "tx-accept-1", "status": "queued"})
+    );
+
+    // The 202 came after the confirm, so the message is already on the durable queue.
+    let (_conn, channel) = app.env.amqp().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let queue = app.env.topology().created_queue;
+    let message = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no message on {queue}"));
+    let props = &message.delivery.properties;
+    assert_eq!(
+        props.message_id().as_ref().map(|s| s.as_str()),
+        Some("tx-accept-1")
+    );
+    assert_eq!(*props.delivery_mode(), Some(2), "must be persistent");
+    assert_eq!(message.delivery.routing_key.as_str(), "transaction.created");
+    let event =
+        TransactionCreated::decode(&message.delivery.data).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(event.schema_version, 1);
+    assert_eq!(event.raw, body, "the raw payload travels verbatim");
+    assert_eq!(event.transaction.amount.to_string(), "12.34");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_problem_naming_the_field_and_publishes_nothing() {
+    let app = spawn_app().await;
+    let with = |key: &str, value: Value| {
+        let mut b = transaction("tx-bad", "10");
+        b[key] = value;
+        b
+    };
+    let without = |key: &str| {
+        let mut b = transaction("tx-bad", "10");
+        b.as_object_mut().map(|o| o.remove(key));
+        b
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (without("account_id"), "account_id"),
+        (without("amount"), "amount"),
+        (with("amount", json!("-5")), "amount"),
+        (with("amount", json!([1])), "amount"),
+        (with("currency", json!(978)), "currency"),
+        (with("timestamp", json!("last tuesday")), "timestamp"),
+        (with("geo_lat", json!(123.0)), "geo_lat"),
+        (with("channel", json!("carrier-pigeon")), "channel"),
+        (with("surprise", json!(1)), "surprise"),
+    ];
+    for (body, field) in cases {
+        let p = problem(app.post_json(&body).await, 422).await;
+        let fields: Vec<&str> = p["errors"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["field"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(fields.contains(&field), "{field} not named in {p}");
+    }
+
+    let p = problem(
+        app.post_raw("{\"transaction_id\": ", "application/json")
+            .await,
+        400,
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("JSON")),
+        "{p}"
+    );
+    problem(
+        app.post_raw(vec![0xff, 0xfe, b'{'], "application/json")
+            .await,
+        400,
+    )
+    .await;
+    problem(app.post_raw("[1,2]", "application/json").await, 422).await;
+    problem(
+        app.post_raw(transaction("tx-bad", "10").to_string(), "text/plain")
+            .await,
+        415,
+    )
+    .await;
+    let huge = json!({"transaction_id": "x", "metadata": {"pad": "a".repeat(70 * 1024)}});
+    problem(app.post_json(&huge).await, 413).await;
+
+    assert_eq!(
+        app.queued().await,
+        0,
+        "nothing may be published for bad input"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_transaction_is_a_404_problem() {
+    let app = spawn_app().await;
+    let p = problem(app.get("/transactions/never-seen").await, 404).await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not found"))
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_fast_503_with_retry_after_and_not_ready() {
+    // Port 1 on loopback: nothing listens, so every connect is refused.
+    let app = spawn_app_with(|s| {
+        s.amqp.url = SecretString::from("amqp://guest:guest@127.0.0.1:1/%2f");
+    })
+    .await;
+    let started = Instant::now();
+    let response = app.post_json(&transaction("tx-outage-1", "10")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "must answer within a bounded time"
+    );
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    assert!(retry_after.is_some_and(|s| s > 0), "Retry-After missing");
+    let p = problem(response, 503).await;
+    assert!(
+        !p["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1"),
+        "5xx must not leak internals"
+    );
+
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap_or_default();
+    assert_eq!(body["checks"]["rabbitmq"], "down");
+    assert_eq!(body["checks"]["postgres"], "up");
+    assert_eq!(
+        app.get("/health").await.status().as_u16(),
+        200,
+        "the api stays up"
+    );
+    app.teardown().await;
+}

@@ -1,0 +1,127 @@
+use std::{net::SocketAddr, time::Duration};
+
+use fraudsense_actors::testing::{TestEnv, eventually};
+use fraudsense_api::Application;
+use fraudsense_worker::Node;
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// How long any end-to-end condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// An api and (optionally) a worker node sharing one isolated slice of the services.
+pub struct Pipeline {
+    pub api: SocketAddr,
+    pub env: TestEnv,
+    pub http: reqwest::Client,
+    pub node: Option<Node>,
+    stop_api: oneshot::Sender<()>,
+    served: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the api and a worker node.
+pub async fn spawn_pipeline() -> Pipeline {
+    let mut p = spawn_api_only().await;
+    p.start_worker().await;
+    p
+}
+
+/// Starts only the api: published transactions wait in the queue.
+pub async fn spawn_api_only() -> Pipeline {
+    let env = TestEnv::new()
+        .await
+        .unwrap_or_else(|e| panic!("test env: {e:#}"));
+    let app = Application::build(env.settings.clone())
+        .await
+        .unwrap_or_else(|e| panic!("api build: {e:#}"));
+    let api = app.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (stop_api, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    Pipeline {
+        api,
+        env,
+        http: reqwest::Client::new(),
+        node: None,
+        stop_api,
+        served,
+    }
+}
+
+pub fn transaction(id: &str, account: &str, amount: &str, at: &str) -> Value {
+    json!({
+        "transaction_id": id,
+        "account_id": account,
+        "amount": amount,
+        "currency": "USD",
+        "timestamp": at,
+        "merchant_id": "merchant-7",
+        "country": "US",
+        "channel": "pos"
+    })
+}
+
+impl Pipeline {
+    pub async fn start_worker(&mut self) {
+        let node = Node::start(self.env.settings.clone())
+            .await
+            .unwrap_or_else(|e| panic!("worker start: {e:#}"));
+        self.node = Some(node);
+    }
+
+    pub async fn post(&self, body: &Value) -> u16 {
+        self.http
+            .post(format!("http://{}/transactions", self.api))
+            .json(body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("POST failed: {e}"))
+    }
+
+    /// GET /transactions/{id}: status code and body.
+    pub async fn get(&self, id: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("http://{}/transactions/{id}", self.api))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET failed: {e}"));
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls GET until the transaction is scored; returns its view.
+    pub async fn scored(&self, id: &str) -> Value {
+        eventually(DEADLINE, &format!("{id} to be scored"), || async {
+            let (status, body) = self.get(id).await;
+            Ok((status == 200 && body["status"] == "scored").then_some(body))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// `SELECT count(*)` with one text parameter.
+    pub async fn count(&self, sql: &str, id: &str) -> i64 {
+        let pool = self.env.pool().unwrap_or_else(|e| panic!("{e:#}"));
+        let client = pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        client
+            .query_one(sql, &[&id])
+            .await
+            .map(|row| row.get::<_, i64>(0))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub async fn teardown(self) {
+        if let Some(node) = self.node {
+            node.stop().await;
+        }
+        let _ = self.stop_api.send(());
+        let _ = self.served.await;
+        self.env
+            .cleanup()
+            .await
+            .unwrap_or_else(|e| panic!("cleanup: {e:#}"));
+    }
+}
