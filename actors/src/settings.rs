@@ -325,3 +325,23 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::VARIABLES;
+
+    /// The README's configuration table lists exactly the variables we read, with their defaults.
+    #[test]
+    fn readme_configuration_table_matches_the_code() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `") && l.matches('|').count() == 4)
+            .collect();
+        for (var, default, _) in VARIABLES {
+            let row = format!("| `{var}` | `{default}` |");
+            assert!(rows.iter().any(|r| r.starts_with(&row)), "README lacks the row {row}");
+        }
+        assert_eq!(rows.len(), VARIABLES.len(), "README documents variables the code does not read");
+    }
+}

@@ -74,10 +74,7 @@ pub async fn record_decision(
         "contributions",
         serde_json::to_value(&decision.contributions),
     )?;
-    let metadata = match &event.transaction.metadata {
-        Some(m) => Some(Value::Object(m.clone())),
-        None => None,
-    };
+    let metadata = event.transaction.metadata.clone().map(Value::Object);
     let tx = &event.transaction;
 
     let mut client = pool.get().await?;

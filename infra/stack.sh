@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs the FraudSense binaries in the background on the local services.
+#   infra/stack.sh up      build release binaries, migrate, start api + worker, wait until ready
+#   infra/stack.sh down    stop exactly the processes `up` started (pid files in .run/)
+#   infra/stack.sh status  show what runs
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RUN_DIR=.run
+BIN=target/release
+API_ADDR=${FRAUDSENSE_API_ADDR:-127.0.0.1:8080}
+WORKER_ADDR=${FRAUDSENSE_WORKER_ADDR:-127.0.0.1:9090}
+export LOG_FORMAT=${LOG_FORMAT:-json}
+
+alive() { [[ -f "$RUN_DIR/$1.pid" ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
+
+# Waits (bounded) until http://$1/ready answers 200.
+wait_ready() {
+  local name=$1 addr=$2
+  for _ in $(seq 1 120); do
+    if python3 - "$addr" <<'PY' 2>/dev/null; then return 0; fi
+import sys, urllib.request
+urllib.request.urlopen(f"http://{sys.argv[1]}/ready", timeout=1)
+PY
+    if ! alive "$name"; then
+      echo "$name exited during start-up; last log lines:" >&2
+      tail -n 20 "$RUN_DIR/$name.log" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "$name did not become ready at http://$addr/ready within 60 s; see $RUN_DIR/$name.log" >&2
+  return 1
+}
+
+start() {
+  local name=$1 binary=$2 addr=$3
+  if alive "$name"; then
+    echo "$name: already running (pid $(cat "$RUN_DIR/$name.pid"))"
+    return
+  fi
+  nohup "$BIN/$binary" >>"$RUN_DIR/$name.log" 2>&1 &
+  echo $! >"$RUN_DIR/$name.pid"
+  wait_ready "$name" "$addr"
+  echo "$name: started (pid $(cat "$RUN_DIR/$name.pid"), log $RUN_DIR/$name.log)"
+}
+
+stop() {
+  local name=$1
+  if ! alive "$name"; then
+    echo "$name: not running"
+    rm -f "$RUN_DIR/$name.pid"
+    return
+  fi
+  local pid
+  pid=$(cat "$RUN_DIR/$name.pid")
+  kill -TERM "$pid"
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "$name: did not stop within 30 s; killing" >&2
+    kill -KILL "$pid"
+  fi
+  rm -f "$RUN_DIR/$name.pid"
+  echo "$name: stopped"
+}
+
+case "${1:-}" in
+  up)
+    mkdir -p "$RUN_DIR"
+    cargo build --release --bins
+    "$BIN/fraudsense-api" migrate
+    start api fraudsense-api "$API_ADDR"
+    start worker fraudsense-worker "$WORKER_ADDR"
+    cat <<MSG
+
+FraudSense is up.
+  api          http://$API_ADDR   (POST /transactions, GET /transactions/{id}, /health, /ready)
+  worker       http://$WORKER_ADDR/ready
+  RabbitMQ UI  http://127.0.0.1:15672   (guest / guest)
+  logs         make logs        stop: make down
+MSG
+    ;;
+  down)
+    stop worker
+    stop api
+    ;;
+  status)
+    for name in api worker; do
+      if alive "$name"; then echo "$name: running (pid $(cat "$RUN_DIR/$name.pid"))"; else echo "$name: stopped"; fi
+    done
+    ;;
+  *)
+    echo "usage: $0 up|down|status" >&2
+    exit 2
+    ;;
+esac
