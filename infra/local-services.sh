@@ -64,13 +64,16 @@ apt_install() { # apt_install SERVICE PACKAGE
 
 # Run a start command; on failure show its output but keep going: the bounded
 # wait that follows decides (e.g. a package post-install script may have
-# started the service concurrently).
+# started the service concurrently). Output goes to a file, not a pipe, so a
+# daemon that keeps an inherited stdout/stderr open cannot make us hang.
 run_start() { # run_start SERVICE CMD...
   local service=$1 out; shift
-  if ! out=$("$@" 2>&1); then
+  out=$(mktemp "${TMPDIR:-/tmp}/local-services-start.XXXXXX")
+  if ! timeout 120 "$@" </dev/null >"$out" 2>&1; then
     echo "$service: start command failed: $*" >&2
-    [[ -z $out ]] || printf '%s\n' "$out" >&2
+    cat "$out" >&2
   fi
+  rm -f "$out"
 }
 
 # ============================== PostgreSQL ==============================
@@ -200,9 +203,13 @@ rabbit_up() {
 }
 
 # Prints the requested plugins that are not enabled; fails if the list cannot be read.
+# Falls back to the enabled_plugins file (readable without the Erlang cookie).
 rabbit_missing_plugins() {
-  local enabled p
-  enabled=$(timeout 60 rabbitmq-plugins -q list -e -m 2>/dev/null) || return 1
+  local enabled p file=${RABBITMQ_ENABLED_PLUGINS_FILE:-/etc/rabbitmq/enabled_plugins}
+  if ! enabled=$(timeout 60 rabbitmq-plugins -q list -e -m 2>/dev/null); then
+    [[ -r $file ]] || return 1
+    enabled=$(tr -d '[]. \n\t\r' <"$file" | tr ',' '\n')  # "[a,b,c]." -> one name a line
+  fi
   for p in "${RABBIT_PLUGINS[@]}"; do
     grep -qxF "$p" <<<"$enabled" || echo "$p"
   done
@@ -292,10 +299,16 @@ fi
 
 [[ $DB_NAME =~ ^[A-Za-z_][A-Za-z0-9_-]*$ ]] || die "FRAUDSENSE_DB='$DB_NAME' is not a plain database name"
 
-# Serialise concurrent runs (e.g. `make -j up test`) so they don't race to start the same service.
-if have flock; then
-  exec 9>"${TMPDIR:-/tmp}/fraudsense-local-services.$(id -u).lock"
-  flock -w 600 9 || die "timed out waiting for another run of $0"
+# Serialise concurrent runs (e.g. `make -j up test`) so they don't race to start
+# the same service. The script re-runs itself under flock(1) with -o so the lock
+# fd is NOT inherited by the daemons we start (otherwise e.g. redis-server would
+# hold the lock forever and every later run would block).
+if [[ -z ${FRAUDSENSE_LOCAL_SERVICES_LOCKED:-} ]] && have flock; then
+  lock="${TMPDIR:-/tmp}/fraudsense-local-services.$(id -u).lock"
+  rc=0
+  FRAUDSENSE_LOCAL_SERVICES_LOCKED=1 flock -o -E 75 -w 600 "$lock" "$BASH" "${BASH_SOURCE[0]}" "$@" || rc=$?
+  ((rc != 75)) || die "timed out after 600s waiting for another run of $0 (lock: $lock)"
+  exit "$rc"
 fi
 
 ensure_postgresql
