@@ -340,8 +340,15 @@ mod readme {
             .collect();
         for (var, default, _) in VARIABLES {
             let row = format!("| `{var}` | `{default}` |");
-            assert!(rows.iter().any(|r| r.starts_with(&row)), "README lacks the row {row}");
+            assert!(
+                rows.iter().any(|r| r.starts_with(&row)),
+                "README lacks the row {row}"
+            );
         }
-        assert_eq!(rows.len(), VARIABLES.len(), "README documents variables the code does not read");
+        assert_eq!(
+            rows.len(),
+            VARIABLES.len(),
+            "README documents variables the code does not read"
+        );
     }
 }

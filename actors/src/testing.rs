@@ -112,6 +112,27 @@ impl TestEnv {
         Ok(count)
     }
 
+    /// The broker's address (host and port of `AMQP_URL`), for putting a proxy in front.
+    pub async fn amqp_upstream(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let url = url::Url::parse(self.settings.amqp.url.expose_secret())?;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port().unwrap_or(5672);
+        tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}:{port}"))
+    }
+
+    /// `AMQP_URL` rewritten to go through `proxy`.
+    pub fn amqp_url_via(&self, proxy: std::net::SocketAddr) -> anyhow::Result<SecretString> {
+        let mut url = url::Url::parse(self.settings.amqp.url.expose_secret())?;
+        url.set_ip_host(proxy.ip())
+            .map_err(|()| anyhow::anyhow!("cannot set host"))?;
+        url.set_port(Some(proxy.port()))
+            .map_err(|()| anyhow::anyhow!("cannot set port"))?;
+        Ok(SecretString::from(url.to_string()))
+    }
+
     /// A pool on this test's database.
     pub fn pool(&self) -> anyhow::Result<deadpool_postgres::Pool> {
         Ok(store::connect(&self.settings.database)?)
@@ -202,5 +223,100 @@ where
             anyhow::bail!("timed out after {deadline:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TCP proxy in front of a real service, for failure tests that must not disturb the
+/// shared service itself: it can stall traffic (a broker that stops answering) or cut
+/// every connection (a broker that goes away).
+#[derive(Debug)]
+pub struct ChaosProxy {
+    addr: std::net::SocketAddr,
+    stalled: tokio::sync::watch::Sender<bool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl ChaosProxy {
+    /// Listens on a random loopback port and forwards every connection to `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stalled, stalled_rx) = tokio::sync::watch::channel(false);
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let mut cut_rx = cut_rx.clone();
+                cut_rx.mark_unchanged();
+                let up = pump(cr, sw, stalled_rx.clone());
+                let down = pump(sr, cw, stalled_rx.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = async { tokio::join!(up, down) } => {},
+                        _ = cut_rx.changed() => {},
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            stalled,
+            cut,
+            accept,
+        })
+    }
+
+    /// Where clients should connect.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Holds every byte in both directions (connections stay open) until [`Self::resume`].
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards again.
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+
+    /// Closes every current connection; new ones are accepted as before.
+    pub fn cut_connections(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut_connections();
+    }
+}
+
+/// Copies `from` to `to`, waiting while `stalled` is true.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

@@ -24,6 +24,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .unwrap_or_else(|e| panic!("test env: {e:#}"));
     let mut settings = env.settings.clone();
     configure(&mut settings);
+    spawn_app_on(env, settings).await
+}
+
+/// Serves an api with `settings` (derived from `env`'s), owning `env` for teardown.
+pub async fn spawn_app_on(env: TestEnv, settings: Settings) -> TestApp {
     let app = Application::build(settings)
         .await
         .unwrap_or_else(|e| panic!("api build: {e:#}"));

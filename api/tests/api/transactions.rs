@@ -1,11 +1,12 @@
 use std::time::{Duration, Instant};
 
 use fraudsense_actors::TransactionCreated;
+use fraudsense_actors::testing::{ChaosProxy, TestEnv};
 use lapin::options::BasicGetOptions;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::helpers::{problem, spawn_app, spawn_app_with, transaction};
+use crate::helpers::{problem, spawn_app, spawn_app_on, spawn_app_with, transaction};
 
 #[tokio::test]
 async fn an_accepted_transaction_is_a_confirmed_persistent_message() {
@@ -159,5 +160,66 @@ async fn an_unreachable_broker_is_a_fast_503_with_retry_after_and_not_ready() {
         200,
         "the api stays up"
     );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_broker_that_stops_confirming_is_a_bounded_503_and_the_api_recovers_by_itself() {
+    let env = TestEnv::new().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let upstream = env
+        .amqp_upstream()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let proxy = ChaosProxy::start(upstream)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut settings = env.settings.clone();
+    settings.amqp.url = env
+        .amqp_url_via(proxy.addr())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    settings.amqp.confirm_timeout = Duration::from_millis(500);
+    let app = spawn_app_on(env, settings).await;
+    assert_eq!(
+        app.post_json(&transaction("tx-chaos-1", "10"))
+            .await
+            .status()
+            .as_u16(),
+        202
+    );
+
+    // Stalled: the connection looks alive but no confirm ever comes back.
+    proxy.stall();
+    let started = Instant::now();
+    let response = app.post_json(&transaction("tx-chaos-2", "10")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "503 must come within a bounded time"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    problem(response, 503).await;
+    proxy.resume();
+
+    // Cut: the connection is gone; the api reconnects on its own (bounded polling).
+    proxy.cut_connections();
+    let mut statuses = Vec::new();
+    for attempt in 0..200 {
+        let id = format!("tx-chaos-r{attempt}");
+        let status = app
+            .post_json(&transaction(&id, "10"))
+            .await
+            .status()
+            .as_u16();
+        statuses.push(status);
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses.last(), Some(&202), "never recovered: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 503),
+        "only 202 or 503 allowed: {statuses:?}"
+    );
+    assert_eq!(app.get("/health").await.status().as_u16(), 200);
     app.teardown().await;
 }

@@ -64,7 +64,12 @@ pub fn transaction(id: &str, account: &str, amount: &str, at: &str) -> Value {
 
 impl Pipeline {
     pub async fn start_worker(&mut self) {
-        let node = Node::start(self.env.settings.clone())
+        let settings = self.env.settings.clone();
+        self.start_worker_with(settings).await;
+    }
+
+    pub async fn start_worker_with(&mut self, settings: fraudsense_actors::Settings) {
+        let node = Node::start(settings)
             .await
             .unwrap_or_else(|e| panic!("worker start: {e:#}"));
         self.node = Some(node);

@@ -2,4 +2,5 @@
 //! Redis and RabbitMQ, each test on its own database, broker names and Redis prefix.
 
 mod helpers;
+mod recovery;
 mod scoring;
