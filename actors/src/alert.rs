@@ -27,11 +27,7 @@ impl Actor for AlertActor {
     type State = Pool;
     type Arguments = Pool;
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        pool: Pool,
-    ) -> Result<Pool, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, pool: Pool) -> Result<Pool, ActorProcessingErr> {
         Ok(pool)
     }
 

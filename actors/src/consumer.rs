@@ -73,16 +73,11 @@ impl Actor for ConsumerActor {
         myself: ActorRef<Self::Msg>,
         args: ConsumerArgs,
     ) -> Result<ConsumerState, ActorProcessingErr> {
-        let connection = Connection::connect(
-            args.amqp.url.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await?;
+        let connection =
+            Connection::connect(args.amqp.url.expose_secret(), ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         args.topology.declare(&channel).await?;
-        channel
-            .basic_qos(args.amqp.prefetch, BasicQosOptions::default())
-            .await?;
+        channel.basic_qos(args.amqp.prefetch, BasicQosOptions::default()).await?;
         let mut stream = channel
             .basic_consume(
                 args.topology.created_queue.as_str().into(),
@@ -108,13 +103,7 @@ impl Actor for ConsumerActor {
             let _ = me.cast(ConsumerMsg::StreamEnded(reason));
         });
         tracing::info!(component = "consumer", queue = %args.topology.created_queue, "consuming");
-        Ok(ConsumerState {
-            args,
-            connection,
-            channel,
-            forwarder,
-            accounts: HashMap::new(),
-        })
+        Ok(ConsumerState { args, connection, channel, forwarder, accounts: HashMap::new() })
     }
 
     async fn handle(
@@ -125,12 +114,7 @@ impl Actor for ConsumerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConsumerMsg::Delivery(delivery) => {
-                let Delivery {
-                    data,
-                    acker,
-                    redelivered,
-                    ..
-                } = *delivery;
+                let Delivery { data, acker, redelivered, .. } = *delivery;
                 let event = match TransactionCreated::decode(&data) {
                     Ok(event) => event,
                     Err(error) => {
@@ -140,19 +124,13 @@ impl Actor for ConsumerActor {
                         return Ok(());
                     }
                 };
-                let account = self
-                    .account(&myself, state, &event.transaction.account_id)
-                    .await?;
-                if let Err(error) =
-                    account.cast(AccountMsg::Observe(Job::new(event, acker, redelivered)))
-                {
+                let account = self.account(&myself, state, &event.transaction.account_id).await?;
+                if let Err(error) = account.cast(AccountMsg::Observe(Job::new(event, acker, redelivered))) {
                     return Err(format!("account actor unavailable: {error}").into());
                 }
                 Ok(())
             }
-            ConsumerMsg::StreamEnded(reason) => {
-                Err(format!("delivery stream ended: {reason}").into())
-            }
+            ConsumerMsg::StreamEnded(reason) => Err(format!("delivery stream ended: {reason}").into()),
         }
     }
 
@@ -186,10 +164,7 @@ impl Actor for ConsumerActor {
         // Closing returns unacked deliveries to the queue; bounded so shutdown cannot hang.
         let close = async {
             let _ = state.channel.close(200, "consumer stopping".into()).await;
-            let _ = state
-                .connection
-                .close(200, "consumer stopping".into())
-                .await;
+            let _ = state.connection.close(200, "consumer stopping".into()).await;
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
         Ok(())

@@ -41,12 +41,7 @@ pub enum DecodeError {
 impl TransactionCreated {
     /// Wraps a freshly validated transaction.
     pub fn new(transaction: Transaction, raw: Value, received_at: DateTime<Utc>) -> Self {
-        Self {
-            schema_version: TRANSACTION_CREATED_VERSION,
-            transaction,
-            raw,
-            received_at,
-        }
+        Self { schema_version: TRANSACTION_CREATED_VERSION, transaction, raw, received_at }
     }
 
     /// Decodes a message body, refusing versions this build does not know.

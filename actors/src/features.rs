@@ -47,20 +47,14 @@ pub struct WindowStore {
 
 impl std::fmt::Debug for WindowStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WindowStore")
-            .field("prefix", &self.prefix)
-            .finish()
+        f.debug_struct("WindowStore").field("prefix", &self.prefix).finish()
     }
 }
 
 impl WindowStore {
     /// Windows stored under keys starting with `prefix`.
     pub fn new(client: Client, prefix: &str) -> Self {
-        Self {
-            client,
-            script: Script::from_lua(WINDOW_LUA),
-            prefix: prefix.to_owned(),
-        }
+        Self { client, script: Script::from_lua(WINDOW_LUA), prefix: prefix.to_owned() }
     }
 
     /// The sorted-set key of one account.
@@ -86,9 +80,6 @@ impl WindowStore {
             )
             .await?;
         let count = |i: usize| counts.get(i).copied().unwrap_or(0).max(0).unsigned_abs();
-        Ok(Features {
-            tx_count_1h: count(0),
-            tx_count_24h: count(1),
-        })
+        Ok(Features { tx_count_1h: count(0), tx_count_24h: count(1) })
     }
 }

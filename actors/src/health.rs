@@ -9,9 +9,7 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs a check, counting a timeout as a failure.
 pub async fn bounded(check: impl Future<Output = bool>) -> bool {
-    tokio::time::timeout(CHECK_TIMEOUT, check)
-        .await
-        .unwrap_or(false)
+    tokio::time::timeout(CHECK_TIMEOUT, check).await.unwrap_or(false)
 }
 
 /// PostgreSQL answers a query.
@@ -31,8 +29,5 @@ pub fn report(checks: &[(&str, bool)]) -> (bool, serde_json::Value) {
         .iter()
         .map(|(name, up)| ((*name).to_owned(), (if *up { "up" } else { "down" }).into()))
         .collect();
-    (
-        ok,
-        serde_json::json!({ "status": if ok { "ready" } else { "not ready" }, "checks": map }),
-    )
+    (ok, serde_json::json!({ "status": if ok { "ready" } else { "not ready" }, "checks": map }))
 }

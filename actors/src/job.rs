@@ -22,11 +22,7 @@ pub struct Job {
 impl Job {
     /// Pairs an event with its delivery's acker.
     pub fn new(event: TransactionCreated, acker: Acker, redelivered: bool) -> Self {
-        Self {
-            event,
-            acker,
-            redelivered,
-        }
+        Self { event, acker, redelivered }
     }
 
     /// The client's transaction id, for logs.
@@ -42,11 +38,7 @@ impl Job {
     /// Hands the delivery back to the broker for another attempt. The queue's delivery
     /// limit dead-letters a message that keeps failing, so this cannot loop forever.
     pub async fn retry(self, why: &str) {
-        tracing::warn!(
-            transaction_id = self.transaction_id(),
-            why,
-            "delivery returned for retry"
-        );
+        tracing::warn!(transaction_id = self.transaction_id(), why, "delivery returned for retry");
         settle_nack(&self.acker, true).await;
     }
 }
@@ -60,10 +52,7 @@ pub(crate) async fn settle_ack(acker: &Acker, transaction_id: &str) {
 
 /// Nacks a delivery, back to the queue (`requeue`) or to the dead-letter exchange.
 pub(crate) async fn settle_nack(acker: &Acker, requeue: bool) {
-    let options = BasicNackOptions {
-        requeue,
-        ..BasicNackOptions::default()
-    };
+    let options = BasicNackOptions { requeue, ..BasicNackOptions::default() };
     if let Err(error) = acker.nack(options).await {
         tracing::warn!(%error, "nack failed; the broker will redeliver");
     }

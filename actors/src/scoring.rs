@@ -97,27 +97,18 @@ impl RuleScorer {
     pub fn score(&self, tx: &Transaction, features: &Features) -> Decision {
         let mut reasons = Vec::new();
         let mut contributions = BTreeMap::new();
-        let ScoringSettings {
-            medium_amount,
-            high_amount,
-        } = &self.settings;
+        let ScoringSettings { medium_amount, high_amount } = &self.settings;
 
         let amount_part = if tx.amount >= *high_amount {
             reasons.push(Reason {
                 code: "HIGH_AMOUNT".into(),
-                detail: format!(
-                    "amount {} {} is at least {high_amount}",
-                    tx.amount, tx.currency
-                ),
+                detail: format!("amount {} {} is at least {high_amount}", tx.amount, tx.currency),
             });
             0.9
         } else if tx.amount >= *medium_amount {
             reasons.push(Reason {
                 code: "ELEVATED_AMOUNT".into(),
-                detail: format!(
-                    "amount {} {} is at least {medium_amount}",
-                    tx.amount, tx.currency
-                ),
+                detail: format!("amount {} {} is at least {medium_amount}", tx.amount, tx.currency),
             });
             0.5 + 0.2 * ratio(tx.amount - medium_amount, high_amount - medium_amount)
         } else {
@@ -182,24 +173,15 @@ mod tests {
     }
 
     fn features(tx_count_1h: u64) -> Features {
-        Features {
-            tx_count_1h,
-            tx_count_24h: tx_count_1h,
-        }
+        Features { tx_count_1h, tx_count_24h: tx_count_1h }
     }
 
     #[test]
     fn amounts_map_to_labels() {
         let s = scorer();
         assert_eq!(s.score(&tx("20"), &features(1)).risk_label, RiskLabel::Low);
-        assert_eq!(
-            s.score(&tx("1000"), &features(1)).risk_label,
-            RiskLabel::Medium
-        );
-        assert_eq!(
-            s.score(&tx("9999.99"), &features(1)).risk_label,
-            RiskLabel::Medium
-        );
+        assert_eq!(s.score(&tx("1000"), &features(1)).risk_label, RiskLabel::Medium);
+        assert_eq!(s.score(&tx("9999.99"), &features(1)).risk_label, RiskLabel::Medium);
         let high = s.score(&tx("10000"), &features(1));
         assert_eq!(high.risk_label, RiskLabel::High);
         assert_eq!(high.reasons[0].code, "HIGH_AMOUNT");

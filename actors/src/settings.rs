@@ -23,86 +23,30 @@ pub struct SettingsError {
 /// Every environment variable the binaries read, with its default and meaning.
 /// The README's configuration table is checked against this list by a test.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
-    (
-        "FRAUDSENSE_API_ADDR",
-        "127.0.0.1:8080",
-        "address the api listens on",
-    ),
-    (
-        "FRAUDSENSE_WORKER_ADDR",
-        "127.0.0.1:9090",
-        "address the worker serves /health and /ready on",
-    ),
+    ("FRAUDSENSE_API_ADDR", "127.0.0.1:8080", "address the api listens on"),
+    ("FRAUDSENSE_WORKER_ADDR", "127.0.0.1:9090", "address the worker serves /health and /ready on"),
     (
         "DATABASE_URL",
         "postgres://postgres:postgres@127.0.0.1:5432/fraudsense",
         "PostgreSQL connection string",
     ),
-    (
-        "DATABASE_POOL_SIZE",
-        "16",
-        "maximum PostgreSQL connections per process",
-    ),
-    (
-        "REDIS_URL",
-        "redis://127.0.0.1:6379",
-        "Redis connection string",
-    ),
-    (
-        "REDIS_KEY_PREFIX",
-        "fraudsense:",
-        "prefix of every Redis key this deployment writes",
-    ),
-    (
-        "AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        "RabbitMQ connection string (vhost URL-encoded)",
-    ),
-    (
-        "AMQP_PREFIX",
-        "fraudsense.",
-        "prefix of every exchange and queue name",
-    ),
-    (
-        "AMQP_PREFETCH",
-        "256",
-        "unacknowledged deliveries a worker holds at once",
-    ),
-    (
-        "AMQP_DELIVERY_LIMIT",
-        "5",
-        "deliveries of one message before it is dead-lettered",
-    ),
+    ("DATABASE_POOL_SIZE", "16", "maximum PostgreSQL connections per process"),
+    ("REDIS_URL", "redis://127.0.0.1:6379", "Redis connection string"),
+    ("REDIS_KEY_PREFIX", "fraudsense:", "prefix of every Redis key this deployment writes"),
+    ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ connection string (vhost URL-encoded)"),
+    ("AMQP_PREFIX", "fraudsense.", "prefix of every exchange and queue name"),
+    ("AMQP_PREFETCH", "256", "unacknowledged deliveries a worker holds at once"),
+    ("AMQP_DELIVERY_LIMIT", "5", "deliveries of one message before it is dead-lettered"),
     (
         "PUBLISH_CONFIRM_TIMEOUT_MS",
         "5000",
         "how long the api waits for a broker confirm before answering 503",
     ),
-    (
-        "RISK_MEDIUM_AMOUNT",
-        "1000",
-        "amount from which the rule scorer raises risk to MEDIUM",
-    ),
-    (
-        "RISK_HIGH_AMOUNT",
-        "10000",
-        "amount from which the rule scorer flags HIGH and raises an alert",
-    ),
-    (
-        "MIGRATE_ON_START",
-        "true",
-        "apply database migrations when a binary starts",
-    ),
-    (
-        "LOG_FORMAT",
-        "json",
-        "json for machines, pretty for a terminal",
-    ),
-    (
-        "RUST_LOG",
-        "info",
-        "log filter (tracing-subscriber EnvFilter syntax)",
-    ),
+    ("RISK_MEDIUM_AMOUNT", "1000", "amount from which the rule scorer raises risk to MEDIUM"),
+    ("RISK_HIGH_AMOUNT", "10000", "amount from which the rule scorer flags HIGH and raises an alert"),
+    ("MIGRATE_ON_START", "true", "apply database migrations when a binary starts"),
+    ("LOG_FORMAT", "json", "json for machines, pretty for a terminal"),
+    ("RUST_LOG", "info", "log filter (tracing-subscriber EnvFilter syntax)"),
 ];
 
 /// PostgreSQL connection.
@@ -213,21 +157,13 @@ impl Settings {
         };
         if scoring.medium_amount > scoring.high_amount {
             let (var, value) = get("RISK_MEDIUM_AMOUNT");
-            return Err(SettingsError {
-                var,
-                value,
-                reason: "must not exceed RISK_HIGH_AMOUNT".into(),
-            });
+            return Err(SettingsError { var, value, reason: "must not exceed RISK_HIGH_AMOUNT".into() });
         }
         let log_format = match get("LOG_FORMAT") {
             (_, v) if v == "json" => LogFormat::Json,
             (_, v) if v == "pretty" => LogFormat::Pretty,
             (var, value) => {
-                return Err(SettingsError {
-                    var,
-                    value,
-                    reason: "must be json or pretty".into(),
-                });
+                return Err(SettingsError { var, value, reason: "must be json or pretty".into() });
             }
         };
         Ok(Self {
@@ -237,10 +173,7 @@ impl Settings {
                 url: secret("DATABASE_URL")?,
                 pool_size: positive(get("DATABASE_POOL_SIZE"))?,
             },
-            redis: RedisSettings {
-                url: secret("REDIS_URL")?,
-                key_prefix: get("REDIS_KEY_PREFIX").1,
-            },
+            redis: RedisSettings { url: secret("REDIS_URL")?, key_prefix: get("REDIS_KEY_PREFIX").1 },
             amqp: AmqpSettings {
                 url: secret("AMQP_URL")?,
                 prefix: get("AMQP_PREFIX").1,
@@ -265,11 +198,7 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    value.trim().parse().map_err(|e: T::Err| SettingsError {
-        var,
-        reason: e.to_string(),
-        value,
-    })
+    value.trim().parse().map_err(|e: T::Err| SettingsError { var, reason: e.to_string(), value })
 }
 
 fn positive<T>((var, value): (&'static str, String)) -> Result<T, SettingsError>
@@ -279,11 +208,7 @@ where
 {
     let parsed: T = parse((var, value.clone()))?;
     if parsed <= T::default() {
-        return Err(SettingsError {
-            var,
-            value,
-            reason: "must be greater than 0".into(),
-        });
+        return Err(SettingsError { var, value, reason: "must be greater than 0".into() });
     }
     Ok(parsed)
 }
@@ -303,13 +228,11 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_variable() {
-        let err = Settings::from_lookup(|k| (k == "AMQP_PREFETCH").then(|| "lots".into()))
-            .err()
-            .map(|e| e.var);
+        let err =
+            Settings::from_lookup(|k| (k == "AMQP_PREFETCH").then(|| "lots".into())).err().map(|e| e.var);
         assert_eq!(err, Some("AMQP_PREFETCH"));
-        let err = Settings::from_lookup(|k| (k == "DATABASE_POOL_SIZE").then(|| "0".into()))
-            .err()
-            .map(|e| e.var);
+        let err =
+            Settings::from_lookup(|k| (k == "DATABASE_POOL_SIZE").then(|| "0".into())).err().map(|e| e.var);
         assert_eq!(err, Some("DATABASE_POOL_SIZE"));
     }
 
@@ -319,10 +242,7 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(
-            err.contains("DATABASE_URL") && !err.contains("hunter2"),
-            "{err}"
-        );
+        assert!(err.contains("DATABASE_URL") && !err.contains("hunter2"), "{err}");
     }
 }
 
@@ -334,21 +254,12 @@ mod readme {
     #[test]
     fn readme_configuration_table_matches_the_code() {
         let readme = include_str!("../../README.md");
-        let rows: Vec<&str> = readme
-            .lines()
-            .filter(|l| l.starts_with("| `") && l.matches('|').count() == 4)
-            .collect();
+        let rows: Vec<&str> =
+            readme.lines().filter(|l| l.starts_with("| `") && l.matches('|').count() == 4).collect();
         for (var, default, _) in VARIABLES {
             let row = format!("| `{var}` | `{default}` |");
-            assert!(
-                rows.iter().any(|r| r.starts_with(&row)),
-                "README lacks the row {row}"
-            );
+            assert!(rows.iter().any(|r| r.starts_with(&row)), "README lacks the row {row}");
         }
-        assert_eq!(
-            rows.len(),
-            VARIABLES.len(),
-            "README documents variables the code does not read"
-        );
+        assert_eq!(rows.len(), VARIABLES.len(), "README documents variables the code does not read");
     }
 }

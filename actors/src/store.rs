@@ -42,9 +42,7 @@ pub fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     use secrecy::ExposeSecret;
     let mut config = Config::new();
     config.url = Some(settings.url.expose_secret().to_owned());
-    config.manager = Some(ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
-    });
+    config.manager = Some(ManagerConfig { recycling_method: RecyclingMethod::Fast });
     config.pool = Some(PoolConfig::new(settings.pool_size));
     Ok(config.create_pool(Some(Runtime::Tokio1), NoTls)?)
 }
@@ -65,15 +63,11 @@ pub async fn record_decision(
     event: &TransactionCreated,
     decision: &Decision,
 ) -> Result<Recorded, StoreError> {
-    let encode = |what, v: Result<Value, serde_json::Error>| {
-        v.map_err(|source| StoreError::Encode { what, source })
-    };
+    let encode =
+        |what, v: Result<Value, serde_json::Error>| v.map_err(|source| StoreError::Encode { what, source });
     let reasons = encode("reasons", serde_json::to_value(&decision.reasons))?;
     let features = encode("features", serde_json::to_value(&decision.features))?;
-    let contributions = encode(
-        "contributions",
-        serde_json::to_value(&decision.contributions),
-    )?;
+    let contributions = encode("contributions", serde_json::to_value(&decision.contributions))?;
     let metadata = event.transaction.metadata.clone().map(Value::Object);
     let tx = &event.transaction;
 
@@ -120,12 +114,7 @@ pub async fn record_decision(
     )
     .await?;
     let alert_id = if decision.risk_label == RiskLabel::High {
-        let reason = decision
-            .reasons
-            .iter()
-            .map(|r| r.code.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        let reason = decision.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(",");
         db.query_opt(
             "INSERT INTO alerts (transaction_id, account_id, risk_label, score, reason, threshold)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -146,17 +135,11 @@ pub async fn record_decision(
         None
     };
     db.commit().await?;
-    Ok(Recorded {
-        new_transaction: inserted == 1,
-        alert_id,
-    })
+    Ok(Recorded { new_transaction: inserted == 1, alert_id })
 }
 
 /// The transaction with its score and alerts, as the api returns it; `None` if unknown.
-pub async fn transaction_view(
-    pool: &Pool,
-    transaction_id: &str,
-) -> Result<Option<Value>, StoreError> {
+pub async fn transaction_view(pool: &Pool, transaction_id: &str) -> Result<Option<Value>, StoreError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(

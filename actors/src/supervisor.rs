@@ -131,18 +131,12 @@ async fn spawn_pipeline(
     let sup = myself.get_cell();
     let (alert, _) = Actor::spawn_linked(None, AlertActor, args.pool.clone(), sup.clone()).await?;
     state.children.push(alert.get_cell());
-    let scorer_args = ScorerArgs {
-        scorer: RuleScorer::new(args.settings.scoring.clone()),
-        alert,
-    };
+    let scorer_args = ScorerArgs { scorer: RuleScorer::new(args.settings.scoring.clone()), alert };
     let (scorer, _) = Actor::spawn_linked(None, ScorerActor, scorer_args, sup.clone()).await?;
     state.children.push(scorer.get_cell());
     let consumer_args = ConsumerArgs {
         amqp: args.settings.amqp.clone(),
-        topology: Topology::new(
-            &args.settings.amqp.prefix,
-            args.settings.amqp.delivery_limit,
-        ),
+        topology: Topology::new(&args.settings.amqp.prefix, args.settings.amqp.delivery_limit),
         windows: args.windows.clone(),
         scorer,
     };
@@ -172,17 +166,13 @@ async fn restart_later(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorS
 /// Stops children downstream-last: the consumer first, so nothing new enters the pipeline.
 async fn stop_children(state: &mut SupervisorState) {
     for cell in state.children.drain(..).rev() {
-        let _ = cell
-            .stop_and_wait(None, Some(Duration::from_secs(10)))
-            .await;
+        let _ = cell.stop_and_wait(None, Some(Duration::from_secs(10))).await;
     }
 }
 
 /// Exponential backoff: 100 ms, 200 ms, ... capped at [`MAX_BACKOFF`].
 pub fn backoff(failures: u32) -> Duration {
-    MIN_BACKOFF
-        .saturating_mul(2u32.saturating_pow(failures.min(16)))
-        .min(MAX_BACKOFF)
+    MIN_BACKOFF.saturating_mul(2u32.saturating_pow(failures.min(16))).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

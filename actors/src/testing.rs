@@ -65,31 +65,20 @@ impl TestEnv {
         settings.worker_addr = "127.0.0.1:0".parse()?;
 
         let pool = store::connect(&settings.database)?;
-        store::migrate(&pool)
-            .await
-            .context("migrating the test database")?;
-        Ok(Self {
-            settings,
-            db_name,
-            admin_url,
-        })
+        store::migrate(&pool).await.context("migrating the test database")?;
+        Ok(Self { settings, db_name, admin_url })
     }
 
     /// This test's broker names.
     pub fn topology(&self) -> Topology {
-        Topology::new(
-            &self.settings.amqp.prefix,
-            self.settings.amqp.delivery_limit,
-        )
+        Topology::new(&self.settings.amqp.prefix, self.settings.amqp.delivery_limit)
     }
 
     /// A fresh broker connection and channel, for inspecting queues.
     pub async fn amqp(&self) -> anyhow::Result<(Connection, Channel)> {
-        let conn = Connection::connect(
-            self.settings.amqp.url.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await?;
+        let conn =
+            Connection::connect(self.settings.amqp.url.expose_secret(), ConnectionProperties::default())
+                .await?;
         let channel = conn.create_channel().await?;
         Ok((conn, channel))
     }
@@ -97,14 +86,8 @@ impl TestEnv {
     /// Messages ready in `queue` (0 if it does not exist).
     pub async fn ready_messages(&self, queue: &str) -> anyhow::Result<u32> {
         let (conn, channel) = self.amqp().await?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let count = match channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-        {
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let count = match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
             Ok(q) => q.message_count(),
             Err(_) => 0,
         };
@@ -126,11 +109,18 @@ impl TestEnv {
     /// `AMQP_URL` rewritten to go through `proxy`.
     pub fn amqp_url_via(&self, proxy: std::net::SocketAddr) -> anyhow::Result<SecretString> {
         let mut url = url::Url::parse(self.settings.amqp.url.expose_secret())?;
-        url.set_ip_host(proxy.ip())
-            .map_err(|()| anyhow::anyhow!("cannot set host"))?;
-        url.set_port(Some(proxy.port()))
-            .map_err(|()| anyhow::anyhow!("cannot set port"))?;
+        url.set_ip_host(proxy.ip()).map_err(|()| anyhow::anyhow!("cannot set host"))?;
+        url.set_port(Some(proxy.port())).map_err(|()| anyhow::anyhow!("cannot set port"))?;
         Ok(SecretString::from(url.to_string()))
+    }
+
+    /// Starts a [`ChaosProxy`] in front of the broker and returns it with settings whose
+    /// `AMQP_URL` goes through it (everything else as in [`Self::settings`]).
+    pub async fn amqp_through_proxy(&self) -> anyhow::Result<(ChaosProxy, Settings)> {
+        let proxy = ChaosProxy::start(self.amqp_upstream().await?).await?;
+        let mut settings = self.settings.clone();
+        settings.amqp.url = self.amqp_url_via(proxy.addr())?;
+        Ok((proxy, settings))
     }
 
     /// A pool on this test's database.
@@ -142,38 +132,23 @@ impl TestEnv {
     pub async fn cleanup(self) -> anyhow::Result<()> {
         let (client, conn) = tokio_postgres::connect(&self.admin_url, NoTls).await?;
         tokio::spawn(conn);
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.db_name
-            ))
-            .await?;
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name)).await?;
 
         let topology = self.topology();
         let (amqp, channel) = self.amqp().await?;
         for queue in [&topology.created_queue, &topology.dead_letter_queue] {
-            channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await?;
+            channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
         }
-        for exchange in [
-            &topology.transactions_exchange,
-            &topology.dead_letter_exchange,
-            &topology.alerts_exchange,
-        ] {
-            channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await?;
+        for exchange in
+            [&topology.transactions_exchange, &topology.dead_letter_exchange, &topology.alerts_exchange]
+        {
+            channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
         }
         let _ = amqp.close(200, "done".into()).await;
 
         let redis = crate::connect_redis(&self.settings.redis).await?;
-        let keys: Vec<String> = redis
-            .custom(
-                fred::cmd!("KEYS"),
-                vec![format!("{}*", self.settings.redis.key_prefix)],
-            )
-            .await?;
+        let keys: Vec<String> =
+            redis.custom(fred::cmd!("KEYS"), vec![format!("{}*", self.settings.redis.key_prefix)]).await?;
         if !keys.is_empty() {
             let _: i64 = redis.del(keys).await?;
         }
@@ -184,12 +159,8 @@ impl TestEnv {
 
 /// Drops `fs_test_<epoch>_*` databases older than [`STALE_AFTER_SECS`]; best effort.
 async fn sweep_stale(client: &tokio_postgres::Client, now: u64) {
-    let Ok(rows) = client
-        .query(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'fs\\_test\\_%'",
-            &[],
-        )
-        .await
+    let Ok(rows) =
+        client.query("SELECT datname FROM pg_database WHERE datname LIKE 'fs\\_test\\_%'", &[]).await
     else {
         return;
     };
@@ -197,19 +168,13 @@ async fn sweep_stale(client: &tokio_postgres::Client, now: u64) {
         let name: String = row.get(0);
         let created = name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok());
         if created.is_some_and(|c| now.saturating_sub(c) > STALE_AFTER_SECS) {
-            let _ = client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await;
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
         }
     }
 }
 
 /// Polls `check` every 50 ms until it yields `Some`, or fails after `deadline`.
-pub async fn eventually<T, F, Fut>(
-    deadline: Duration,
-    what: &str,
-    mut check: F,
-) -> anyhow::Result<T>
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
@@ -263,12 +228,7 @@ impl ChaosProxy {
                 });
             }
         });
-        Ok(Self {
-            addr,
-            stalled,
-            cut,
-            accept,
-        })
+        Ok(Self { addr, stalled, cut, accept })
     }
 
     /// Where clients should connect.

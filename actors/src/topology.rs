@@ -50,25 +50,18 @@ impl Topology {
     /// Declares exchanges, queues and bindings. Safe to call from any number of processes:
     /// redeclaring with the same arguments is a no-op on the broker.
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
+        let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
         for (name, kind) in [
             (&self.transactions_exchange, ExchangeKind::Topic),
             (&self.dead_letter_exchange, ExchangeKind::Fanout),
             (&self.alerts_exchange, ExchangeKind::Topic),
         ] {
-            channel
-                .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
-                .await?;
+            channel.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default()).await?;
         }
 
         let mut created_args = quorum();
-        created_args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
-        );
+        created_args
+            .insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(self.delivery_limit)));
         created_args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(LongString::from(self.dead_letter_exchange.as_str())),
@@ -81,14 +74,7 @@ impl Topology {
             TRANSACTION_CREATED,
         )
         .await?;
-        self.queue(
-            channel,
-            &self.dead_letter_queue,
-            quorum(),
-            &self.dead_letter_exchange,
-            "",
-        )
-        .await
+        self.queue(channel, &self.dead_letter_queue, quorum(), &self.dead_letter_exchange, "").await
     }
 
     async fn queue(
@@ -99,10 +85,7 @@ impl Topology {
         exchange: &str,
         routing_key: &str,
     ) -> Result<(), lapin::Error> {
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
+        let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
         channel.queue_declare(name.into(), options, args).await?;
         channel
             .queue_bind(
@@ -118,9 +101,6 @@ impl Topology {
 
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     args
 }

@@ -94,10 +94,7 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(field: &str, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
+        Self { field: field.to_owned(), reason: reason.into() }
     }
 }
 
@@ -127,10 +124,7 @@ impl Transaction {
             .filter(|k| !FIELDS.contains(&k.as_str()))
             .map(|k| FieldError::new(k, "unknown field"))
             .collect();
-        let mut check = Checker {
-            obj,
-            errors: &mut errors,
-        };
+        let mut check = Checker { obj, errors: &mut errors };
 
         let transaction_id = check.identifier("transaction_id");
         let account_id = check.identifier("account_id");
@@ -140,37 +134,17 @@ impl Transaction {
         let timestamp = check.timestamp("timestamp", now);
         let geo_lat = check.coordinate("geo_lat", 90.0);
         let geo_lon = check.coordinate("geo_lon", 180.0);
-        let country = check
-            .present("country")
-            .then(|| check.code("country", 2))
-            .flatten();
-        let channel = check
-            .present("channel")
-            .then(|| check.channel("channel"))
-            .flatten();
-        let metadata = check
-            .present("metadata")
-            .then(|| check.metadata("metadata"))
-            .flatten();
+        let country = check.present("country").then(|| check.code("country", 2)).flatten();
+        let channel = check.present("channel").then(|| check.channel("channel")).flatten();
+        let metadata = check.present("metadata").then(|| check.metadata("metadata")).flatten();
         if geo_lat.is_some() != geo_lon.is_some() && check.errors.is_empty() {
             check.errors.push(FieldError::new(
-                if geo_lat.is_some() {
-                    "geo_lon"
-                } else {
-                    "geo_lat"
-                },
+                if geo_lat.is_some() { "geo_lon" } else { "geo_lat" },
                 "geo_lat and geo_lon must be given together",
             ));
         }
 
-        match (
-            transaction_id,
-            account_id,
-            merchant_id,
-            amount,
-            currency,
-            timestamp,
-        ) {
+        match (transaction_id, account_id, merchant_id, amount, currency, timestamp) {
             (
                 Some(transaction_id),
                 Some(account_id),
@@ -236,10 +210,7 @@ impl Checker<'_> {
         if s.is_empty() || s.len() > MAX_ID_LEN {
             return self.fail(field, format!("must be 1 to {MAX_ID_LEN} characters"));
         }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-        {
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
             return self.fail(field, "may only contain A-Z, a-z, 0-9 and - _ . :");
         }
         Some(s)
@@ -283,10 +254,7 @@ impl Checker<'_> {
     fn timestamp(&mut self, field: &str, now: DateTime<Utc>) -> Option<DateTime<FixedOffset>> {
         let s = self.string(field)?;
         let Ok(ts) = DateTime::parse_from_rfc3339(&s) else {
-            return self.fail(
-                field,
-                "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z",
-            );
+            return self.fail(field, "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z");
         };
         if ts.with_timezone(&Utc) > now + MAX_FUTURE_SKEW {
             return self.fail(field, "must not be more than 5 minutes in the future");
@@ -402,15 +370,9 @@ mod tests {
     fn names_every_bad_field() {
         let v = json!({"transaction_id": "", "amount": -1, "currency": "eur", "extra": 1});
         let f = fields(v);
-        for want in [
-            "extra",
-            "transaction_id",
-            "account_id",
-            "merchant_id",
-            "amount",
-            "currency",
-            "timestamp",
-        ] {
+        for want in
+            ["extra", "transaction_id", "account_id", "merchant_id", "amount", "currency", "timestamp"]
+        {
             assert!(f.contains(&want.to_owned()), "{want} missing from {f:?}");
         }
     }
@@ -428,19 +390,10 @@ mod tests {
         assert_eq!(fields(with("channel", json!("fax"))), ["channel"]);
         assert_eq!(fields(with("metadata", json!([1]))), ["metadata"]);
         assert_eq!(fields(with("timestamp", json!("yesterday"))), ["timestamp"]);
-        assert_eq!(
-            fields(with("timestamp", json!("2026-11-22T12:00:00"))),
-            ["timestamp"]
-        );
-        assert_eq!(
-            fields(with("timestamp", json!("2026-11-22T13:00:00Z"))),
-            ["timestamp"]
-        );
+        assert_eq!(fields(with("timestamp", json!("2026-11-22T12:00:00"))), ["timestamp"]);
+        assert_eq!(fields(with("timestamp", json!("2026-11-22T13:00:00Z"))), ["timestamp"]);
         assert_eq!(fields(with("account_id", json!("a b"))), ["account_id"]);
-        assert_eq!(
-            fields(with("account_id", json!("x".repeat(129)))),
-            ["account_id"]
-        );
+        assert_eq!(fields(with("account_id", json!("x".repeat(129)))), ["account_id"]);
         assert_eq!(fields(json!([1, 2])), ["body"]);
     }
 
@@ -453,25 +406,21 @@ mod tests {
 
     #[test]
     fn numeric_amounts_keep_their_exact_digits() {
-        let v: Value = serde_json::from_str(&valid().to_string().replace("\"12.50\"", "0.1234"))
-            .unwrap_or_default();
+        let v: Value =
+            serde_json::from_str(&valid().to_string().replace("\"12.50\"", "0.1234")).unwrap_or_default();
         let t = Transaction::parse(&v, now()).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(t.amount.to_string(), "0.1234");
-        let v: Value = serde_json::from_str(
-            &valid()
-                .to_string()
-                .replace("\"12.50\"", "0.12345678901234567891"),
-        )
-        .unwrap_or_default();
+        let v: Value =
+            serde_json::from_str(&valid().to_string().replace("\"12.50\"", "0.12345678901234567891"))
+                .unwrap_or_default();
         assert!(Transaction::parse(&v, now()).is_err());
     }
 
     #[test]
     fn round_trips_through_json() {
         let t = Transaction::parse(&valid(), now()).unwrap_or_else(|e| panic!("{e:?}"));
-        let back: Transaction =
-            serde_json::from_value(serde_json::to_value(&t).unwrap_or_default())
-                .unwrap_or_else(|e| panic!("{e}"));
+        let back: Transaction = serde_json::from_value(serde_json::to_value(&t).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, t);
     }
 }

@@ -42,28 +42,18 @@ impl Application {
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
         }
-        let redis = fraudsense_actors::connect_redis(&settings.redis)
-            .await
-            .context("connecting to Redis")?;
+        let redis = fraudsense_actors::connect_redis(&settings.redis).await.context("connecting to Redis")?;
         let topology = Topology::new(&settings.amqp.prefix, settings.amqp.delivery_limit);
         let publisher = Publisher::new(settings.amqp.clone(), topology);
         // Not fatal: the api starts (and reports not-ready) while the broker is down.
         if let Err(error) = publisher.connect().await {
             tracing::warn!(%error, "broker not reachable at start-up; will retry on demand");
         }
-        let state = AppState {
-            pool,
-            redis,
-            publisher,
-        };
+        let state = AppState { pool, redis, publisher };
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("binding {}", settings.api_addr))?;
-        Ok(Self {
-            listener,
-            router: router(state.clone()),
-            state,
-        })
+        Ok(Self { listener, router: router(state.clone()), state })
     }
 
     /// The address actually bound (useful with port 0).
@@ -73,15 +63,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the
     /// broker connection.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(component = "api", %addr, "listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
         self.state.publisher.close().await;
         Ok(())
     }
@@ -91,10 +76,7 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/transactions", post(routes::transactions::create))
-        .route(
-            "/transactions/{transaction_id}",
-            get(routes::transactions::get),
-        )
+        .route("/transactions/{transaction_id}", get(routes::transactions::get))
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

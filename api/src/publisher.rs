@@ -99,10 +99,7 @@ impl Publisher {
             .with_message_id(id.into())
             .with_type(TRANSACTION_CREATED.into())
             .with_timestamp(u64::try_from(event.received_at.timestamp()).unwrap_or_default());
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
+        let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
         let timeout = self.inner.settings.confirm_timeout;
         let confirmed = tokio::time::timeout(timeout, async {
             link.channel
@@ -126,9 +123,7 @@ impl Publisher {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Rejected("unroutable")),
             Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Rejected("nacked")),
-            Ok(Ok(Confirmation::NotRequested)) => {
-                Err(PublishError::Rejected("confirms not enabled"))
-            }
+            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Rejected("confirms not enabled")),
         }
     }
 
@@ -141,19 +136,11 @@ impl Publisher {
     }
 
     fn current(&self) -> Option<Arc<Link>> {
-        self.inner
-            .link
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.link.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn forget(&self, dead: &Arc<Link>) {
-        let mut link = self
-            .inner
-            .link
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut link = self.inner.link.lock().unwrap_or_else(PoisonError::into_inner);
         if link.as_ref().is_some_and(|l| Arc::ptr_eq(l, dead)) {
             *link = None;
         }
@@ -161,8 +148,7 @@ impl Publisher {
 
     /// The open link, reconnecting if it is gone.
     async fn link(&self) -> Result<Arc<Link>, PublishError> {
-        let usable =
-            |l: &Arc<Link>| l.channel.status().connected() && l.connection.status().connected();
+        let usable = |l: &Arc<Link>| l.channel.status().connected() && l.connection.status().connected();
         if let Some(link) = self.current().filter(usable) {
             return Ok(link);
         }
@@ -182,25 +168,14 @@ impl Publisher {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.open()).await {
             Ok(Ok(link)) => {
                 let link = Arc::new(link);
-                *self
-                    .inner
-                    .link
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
-                *self
-                    .inner
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = None;
+                *self.inner.link.lock().unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
+                *self.inner.last_failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 tracing::info!(component = "publisher", "connected to broker");
                 Ok(link)
             }
             failed => {
-                *self
-                    .inner
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                *self.inner.last_failure.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Instant::now());
                 let why = match failed {
                     Ok(Err(error)) => error.to_string(),
                     _ => format!("connect timed out after {CONNECT_TIMEOUT:?}"),
@@ -212,19 +187,12 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Link, lapin::Error> {
-        let connection = Connection::connect(
-            self.inner.settings.url.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await?;
+        let connection =
+            Connection::connect(self.inner.settings.url.expose_secret(), ConnectionProperties::default())
+                .await?;
         let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         self.inner.topology.declare(&channel).await?;
-        Ok(Link {
-            connection,
-            channel,
-        })
+        Ok(Link { connection, channel })
     }
 }

@@ -45,29 +45,18 @@ impl Node {
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
         }
-        let redis = connect_redis(&settings.redis)
-            .await
-            .context("connecting to Redis")?;
+        let redis = connect_redis(&settings.redis).await.context("connecting to Redis")?;
         let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix);
         let listener = TcpListener::bind(settings.worker_addr)
             .await
             .with_context(|| format!("binding {}", settings.worker_addr))?;
         let addr = listener.local_addr()?;
 
-        let args = SupervisorArgs {
-            settings,
-            pool: pool.clone(),
-            windows,
-        };
-        let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, args)
-            .await
-            .context("starting the supervision tree")?;
+        let args = SupervisorArgs { settings, pool: pool.clone(), windows };
+        let (supervisor, supervisor_done) =
+            Actor::spawn(None, Supervisor, args).await.context("starting the supervision tree")?;
 
-        let health = Health {
-            pool,
-            redis,
-            supervisor: supervisor.clone(),
-        };
+        let health = Health { pool, redis, supervisor: supervisor.clone() };
         let app = Router::new()
             .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
             .route("/ready", get(ready))
@@ -77,21 +66,12 @@ impl Node {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::error!(%error, "health server failed");
             }
         });
         tracing::info!(component = "worker", %addr, "worker node started");
-        Ok(Self {
-            supervisor,
-            supervisor_done,
-            http,
-            http_stop,
-            addr,
-        })
+        Ok(Self { supervisor, supervisor_done, http, http_stop, addr })
     }
 
     /// Where `/health` and `/ready` are served.
@@ -113,10 +93,7 @@ impl Node {
     /// Stops the tree (closing the channel returns unacked deliveries to the queue) and
     /// the health server.
     pub async fn stop(self) {
-        let _ = self
-            .supervisor
-            .stop_and_wait(Some("node stopping".into()), Some(STOP_TIMEOUT))
-            .await;
+        let _ = self.supervisor.stop_and_wait(Some("node stopping".into()), Some(STOP_TIMEOUT)).await;
         let _ = self.http_stop.send(());
         let _ = self.http.await;
         tracing::info!(component = "worker", "worker node stopped");
@@ -127,10 +104,6 @@ async fn ready(State(h): State<Health>) -> (StatusCode, Json<Value>) {
     let (postgres, redis) = tokio::join!(health::postgres_up(&h.pool), health::redis_up(&h.redis));
     let tree = matches!(h.supervisor.get_status(), ActorStatus::Running);
     let (ok, body) = health::report(&[("postgres", postgres), ("redis", redis), ("actors", tree)]);
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
 }

@@ -6,10 +6,7 @@ use fraudsense_actors::{Settings, signal::shutdown_signal, telemetry};
 use fraudsense_worker::Node;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "FraudSense worker node: consumes transactions and scores them"
-)]
+#[command(version, about = "FraudSense worker node: consumes transactions and scores them")]
 struct Cli {}
 
 #[tokio::main]

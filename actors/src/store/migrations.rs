@@ -9,11 +9,8 @@ use deadpool_postgres::Pool;
 use super::StoreError;
 
 /// `(version, name, sql)`, in the order they must run. Append only: never edit a shipped one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial", include_str!("../../migrations/0001_initial.sql"))];
 
 /// Arbitrary constant naming our advisory lock ("fraudsen" in ASCII).
 const LOCK_KEY: i64 = 0x6672_6175_6473_656e;
@@ -22,12 +19,8 @@ const LOCK_KEY: i64 = 0x6672_6175_6473_656e;
 pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .await?;
-    let exists: bool = tx
-        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
-        .await?
-        .get(0);
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
+    let exists: bool = tx.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[]).await?.get(0);
     if !exists {
         tx.batch_execute(
             "CREATE TABLE schema_migrations (
@@ -37,23 +30,15 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, StoreError> {
         )
         .await?;
     }
-    let done: Vec<i32> = tx
-        .query("SELECT version FROM schema_migrations", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let done: Vec<i32> =
+        tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
     let mut applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
         if done.contains(version) {
             continue;
         }
         tx.batch_execute(sql).await?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            &[version, name],
-        )
-        .await?;
+        tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
         tracing::info!(version, name, "applied migration");
         applied.push(*version);
     }

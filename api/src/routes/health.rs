@@ -18,15 +18,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         health::redis_up(&state.redis),
         health::bounded(state.publisher.is_ready()),
     );
-    let (ok, body) = health::report(&[
-        ("postgres", postgres),
-        ("redis", redis),
-        ("rabbitmq", rabbitmq),
-    ]);
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let (ok, body) = health::report(&[("postgres", postgres), ("redis", redis), ("rabbitmq", rabbitmq)]);
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
 }

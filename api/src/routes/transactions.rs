@@ -52,32 +52,21 @@ pub async fn create(
         }
     })?;
     tracing::info!("transaction queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "transaction_id": transaction_id, "status": "queued" })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(json!({ "transaction_id": transaction_id, "status": "queued" }))))
 }
 
 /// The transaction with its score and alerts.
 #[tracing::instrument(skip_all, fields(component = "api", transaction_id = %id))]
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(ApiError::BadRequest(format!(
-            "transaction_id must be 1 to {MAX_ID_LEN} characters"
-        )));
+        return Err(ApiError::BadRequest(format!("transaction_id must be 1 to {MAX_ID_LEN} characters")));
     }
     match store::transaction_view(&state.pool, &id).await {
         Ok(Some(view)) => Ok(Json(view)),
         Ok(None) => Err(ApiError::NotFound("transaction")),
         Err(error) => {
             tracing::error!(%error, "transaction lookup failed");
-            Err(ApiError::Unavailable {
-                detail: "the database is unavailable; retry later",
-                retry_after: 1,
-            })
+            Err(ApiError::Unavailable { detail: "the database is unavailable; retry later", retry_after: 1 })
         }
     }
 }

@@ -19,9 +19,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let env = TestEnv::new()
-        .await
-        .unwrap_or_else(|e| panic!("test env: {e:#}"));
+    let env = TestEnv::new().await.unwrap_or_else(|e| panic!("test env: {e:#}"));
     let mut settings = env.settings.clone();
     configure(&mut settings);
     spawn_app_on(env, settings).await
@@ -29,21 +27,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Serves an api with `settings` (derived from `env`'s), owning `env` for teardown.
 pub async fn spawn_app_on(env: TestEnv, settings: Settings) -> TestApp {
-    let app = Application::build(settings)
-        .await
-        .unwrap_or_else(|e| panic!("api build: {e:#}"));
+    let app = Application::build(settings).await.unwrap_or_else(|e| panic!("api build: {e:#}"));
     let addr = app.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    TestApp {
-        addr,
-        env,
-        http: reqwest::Client::new(),
-        stop,
-        served,
-    }
+    TestApp { addr, env, http: reqwest::Client::new(), stop, served }
 }
 
 /// A valid transaction body.
@@ -72,11 +62,7 @@ impl TestApp {
         self.post_raw(body.to_string(), "application/json").await
     }
 
-    pub async fn post_raw(
-        &self,
-        body: impl Into<reqwest::Body>,
-        content_type: &str,
-    ) -> reqwest::Response {
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, content_type: &str) -> reqwest::Response {
         self.http
             .post(self.url("/transactions"))
             .header("content-type", content_type)
@@ -87,40 +73,27 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET failed: {e}"))
+        self.http.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET failed: {e}"))
     }
 
     pub async fn queued(&self) -> u32 {
         let queue = self.env.topology().created_queue;
-        self.env
-            .ready_messages(&queue)
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
+        self.env.ready_messages(&queue).await.unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Stops the server and removes the test's database, queues and keys.
     pub async fn teardown(self) {
         let _ = self.stop.send(());
         let _ = self.served.await;
-        self.env
-            .cleanup()
-            .await
-            .unwrap_or_else(|e| panic!("cleanup: {e:#}"));
+        self.env.cleanup().await.unwrap_or_else(|e| panic!("cleanup: {e:#}"));
     }
 }
 
 /// Asserts an RFC 9457 body and returns it.
 pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     let body: Value = response.json().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(body["status"], status);

@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use fraudsense_actors::TransactionCreated;
-use fraudsense_actors::testing::{ChaosProxy, TestEnv};
+use fraudsense_actors::testing::TestEnv;
 use lapin::options::BasicGetOptions;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -15,10 +15,7 @@ async fn an_accepted_transaction_is_a_confirmed_persistent_message() {
     let response = app.post_json(&body).await;
     assert_eq!(response.status().as_u16(), 202);
     let answer: Value = response.json().await.unwrap_or_default();
-    assert_eq!(
-        answer,
-        json!({"transaction_id": "tx-accept-1", "status": "queued"})
-    );
+    assert_eq!(answer, json!({"transaction_id": "tx-accept-1", "status": "queued"}));
 
     // The 202 came after the confirm, so the message is already on the durable queue.
     let (_conn, channel) = app.env.amqp().await.unwrap_or_else(|e| panic!("{e:#}"));
@@ -29,14 +26,10 @@ async fn an_accepted_transaction_is_a_confirmed_persistent_message() {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("no message on {queue}"));
     let props = &message.delivery.properties;
-    assert_eq!(
-        props.message_id().as_ref().map(|s| s.as_str()),
-        Some("tx-accept-1")
-    );
+    assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some("tx-accept-1"));
     assert_eq!(*props.delivery_mode(), Some(2), "must be persistent");
     assert_eq!(message.delivery.routing_key.as_str(), "transaction.created");
-    let event =
-        TransactionCreated::decode(&message.delivery.data).unwrap_or_else(|e| panic!("{e}"));
+    let event = TransactionCreated::decode(&message.delivery.data).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(event.schema_version, 1);
     assert_eq!(event.raw, body, "the raw payload travels verbatim");
     assert_eq!(event.transaction.amount.to_string(), "12.34");
@@ -76,37 +69,15 @@ async fn bad_input_is_a_problem_naming_the_field_and_publishes_nothing() {
         assert!(fields.contains(&field), "{field} not named in {p}");
     }
 
-    let p = problem(
-        app.post_raw("{\"transaction_id\": ", "application/json")
-            .await,
-        400,
-    )
-    .await;
-    assert!(
-        p["detail"].as_str().is_some_and(|d| d.contains("JSON")),
-        "{p}"
-    );
-    problem(
-        app.post_raw(vec![0xff, 0xfe, b'{'], "application/json")
-            .await,
-        400,
-    )
-    .await;
+    let p = problem(app.post_raw("{\"transaction_id\": ", "application/json").await, 400).await;
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("JSON")), "{p}");
+    problem(app.post_raw(vec![0xff, 0xfe, b'{'], "application/json").await, 400).await;
     problem(app.post_raw("[1,2]", "application/json").await, 422).await;
-    problem(
-        app.post_raw(transaction("tx-bad", "10").to_string(), "text/plain")
-            .await,
-        415,
-    )
-    .await;
+    problem(app.post_raw(transaction("tx-bad", "10").to_string(), "text/plain").await, 415).await;
     let huge = json!({"transaction_id": "x", "metadata": {"pad": "a".repeat(70 * 1024)}});
     problem(app.post_json(&huge).await, 413).await;
 
-    assert_eq!(
-        app.queued().await,
-        0,
-        "nothing may be published for bad input"
-    );
+    assert_eq!(app.queued().await, 0, "nothing may be published for bad input");
     app.teardown().await;
 }
 
@@ -114,11 +85,7 @@ async fn bad_input_is_a_problem_naming_the_field_and_publishes_nothing() {
 async fn an_unknown_transaction_is_a_404_problem() {
     let app = spawn_app().await;
     let p = problem(app.get("/transactions/never-seen").await, 404).await;
-    assert!(
-        p["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("not found"))
-    );
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("not found")));
     app.teardown().await;
 }
 
@@ -131,10 +98,7 @@ async fn an_unreachable_broker_is_a_fast_503_with_retry_after_and_not_ready() {
     .await;
     let started = Instant::now();
     let response = app.post_json(&transaction("tx-outage-1", "10")).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "must answer within a bounded time"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "must answer within a bounded time");
     let retry_after = response
         .headers()
         .get("retry-after")
@@ -142,59 +106,30 @@ async fn an_unreachable_broker_is_a_fast_503_with_retry_after_and_not_ready() {
         .and_then(|v| v.parse::<u32>().ok());
     assert!(retry_after.is_some_and(|s| s > 0), "Retry-After missing");
     let p = problem(response, 503).await;
-    assert!(
-        !p["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("127.0.0.1"),
-        "5xx must not leak internals"
-    );
+    assert!(!p["detail"].as_str().unwrap_or_default().contains("127.0.0.1"), "5xx must not leak internals");
 
     let ready = app.get("/ready").await;
     assert_eq!(ready.status().as_u16(), 503);
     let body: Value = ready.json().await.unwrap_or_default();
     assert_eq!(body["checks"]["rabbitmq"], "down");
     assert_eq!(body["checks"]["postgres"], "up");
-    assert_eq!(
-        app.get("/health").await.status().as_u16(),
-        200,
-        "the api stays up"
-    );
+    assert_eq!(app.get("/health").await.status().as_u16(), 200, "the api stays up");
     app.teardown().await;
 }
 
 #[tokio::test]
 async fn a_broker_that_stops_confirming_is_a_bounded_503_and_the_api_recovers_by_itself() {
     let env = TestEnv::new().await.unwrap_or_else(|e| panic!("{e:#}"));
-    let upstream = env
-        .amqp_upstream()
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let proxy = ChaosProxy::start(upstream)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let mut settings = env.settings.clone();
-    settings.amqp.url = env
-        .amqp_url_via(proxy.addr())
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (proxy, mut settings) = env.amqp_through_proxy().await.unwrap_or_else(|e| panic!("{e:#}"));
     settings.amqp.confirm_timeout = Duration::from_millis(500);
     let app = spawn_app_on(env, settings).await;
-    assert_eq!(
-        app.post_json(&transaction("tx-chaos-1", "10"))
-            .await
-            .status()
-            .as_u16(),
-        202
-    );
+    assert_eq!(app.post_json(&transaction("tx-chaos-1", "10")).await.status().as_u16(), 202);
 
     // Stalled: the connection looks alive but no confirm ever comes back.
     proxy.stall();
     let started = Instant::now();
     let response = app.post_json(&transaction("tx-chaos-2", "10")).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "503 must come within a bounded time"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "503 must come within a bounded time");
     assert!(response.headers().contains_key("retry-after"));
     problem(response, 503).await;
     proxy.resume();
@@ -204,11 +139,7 @@ async fn a_broker_that_stops_confirming_is_a_bounded_503_and_the_api_recovers_by
     let mut statuses = Vec::new();
     for attempt in 0..200 {
         let id = format!("tx-chaos-r{attempt}");
-        let status = app
-            .post_json(&transaction(&id, "10"))
-            .await
-            .status()
-            .as_u16();
+        let status = app.post_json(&transaction(&id, "10")).await.status().as_u16();
         statuses.push(status);
         if status == 202 {
             break;
@@ -216,10 +147,7 @@ async fn a_broker_that_stops_confirming_is_a_bounded_503_and_the_api_recovers_by
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(statuses.last(), Some(&202), "never recovered: {statuses:?}");
-    assert!(
-        statuses.iter().all(|s| *s == 202 || *s == 503),
-        "only 202 or 503 allowed: {statuses:?}"
-    );
+    assert!(statuses.iter().all(|s| *s == 202 || *s == 503), "only 202 or 503 allowed: {statuses:?}");
     assert_eq!(app.get("/health").await.status().as_u16(), 200);
     app.teardown().await;
 }

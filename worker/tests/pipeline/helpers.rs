@@ -28,25 +28,14 @@ pub async fn spawn_pipeline() -> Pipeline {
 
 /// Starts only the api: published transactions wait in the queue.
 pub async fn spawn_api_only() -> Pipeline {
-    let env = TestEnv::new()
-        .await
-        .unwrap_or_else(|e| panic!("test env: {e:#}"));
-    let app = Application::build(env.settings.clone())
-        .await
-        .unwrap_or_else(|e| panic!("api build: {e:#}"));
+    let env = TestEnv::new().await.unwrap_or_else(|e| panic!("test env: {e:#}"));
+    let app = Application::build(env.settings.clone()).await.unwrap_or_else(|e| panic!("api build: {e:#}"));
     let api = app.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let (stop_api, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    Pipeline {
-        api,
-        env,
-        http: reqwest::Client::new(),
-        node: None,
-        stop_api,
-        served,
-    }
+    Pipeline { api, env, http: reqwest::Client::new(), node: None, stop_api, served }
 }
 
 pub fn transaction(id: &str, account: &str, amount: &str, at: &str) -> Value {
@@ -69,9 +58,7 @@ impl Pipeline {
     }
 
     pub async fn start_worker_with(&mut self, settings: fraudsense_actors::Settings) {
-        let node = Node::start(settings)
-            .await
-            .unwrap_or_else(|e| panic!("worker start: {e:#}"));
+        let node = Node::start(settings).await.unwrap_or_else(|e| panic!("worker start: {e:#}"));
         self.node = Some(node);
     }
 
@@ -111,11 +98,7 @@ impl Pipeline {
     pub async fn count(&self, sql: &str, id: &str) -> i64 {
         let pool = self.env.pool().unwrap_or_else(|e| panic!("{e:#}"));
         let client = pool.get().await.unwrap_or_else(|e| panic!("{e}"));
-        client
-            .query_one(sql, &[&id])
-            .await
-            .map(|row| row.get::<_, i64>(0))
-            .unwrap_or_else(|e| panic!("{e}"))
+        client.query_one(sql, &[&id]).await.map(|row| row.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub async fn teardown(self) {
@@ -124,9 +107,6 @@ impl Pipeline {
         }
         let _ = self.stop_api.send(());
         let _ = self.served.await;
-        self.env
-            .cleanup()
-            .await
-            .unwrap_or_else(|e| panic!("cleanup: {e:#}"));
+        self.env.cleanup().await.unwrap_or_else(|e| panic!("cleanup: {e:#}"));
     }
 }
