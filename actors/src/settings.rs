@@ -42,6 +42,15 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "5000",
         "how long the api waits for a broker confirm before answering 503",
     ),
+    ("HTTP_MAX_IN_FLIGHT", "1024", "requests the api serves at once; more are shed with 503"),
+    ("HTTP_REQUEST_TIMEOUT_MS", "10000", "longest the api works on one request before answering 503"),
+    ("RATE_LIMIT_PER_ACCOUNT", "60", "transactions one account may submit per window (429 beyond)"),
+    ("RATE_LIMIT_WINDOW_SECS", "60", "length of the rate-limit window"),
+    (
+        "IDEMPOTENCY_TTL_SECS",
+        "86400",
+        "how long Redis remembers a transaction_id (the database is the backstop after)",
+    ),
     ("RISK_MEDIUM_AMOUNT", "1000", "amount from which the rule scorer raises risk to MEDIUM"),
     ("RISK_HIGH_AMOUNT", "10000", "amount from which the rule scorer flags HIGH and raises an alert"),
     ("MIGRATE_ON_START", "true", "apply database migrations when a binary starts"),
@@ -82,6 +91,21 @@ pub struct AmqpSettings {
     pub confirm_timeout: Duration,
 }
 
+/// Limits that protect the api and its callers.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Requests served at once; the rest are shed with 503 rather than queued.
+    pub max_in_flight: usize,
+    /// Longest one request may take (must exceed the confirm timeout).
+    pub request_timeout: Duration,
+    /// Transactions per account per window.
+    pub rate_limit: u32,
+    /// The rate-limit window.
+    pub rate_window: Duration,
+    /// How long a transaction_id is remembered in Redis for idempotency.
+    pub idempotency_ttl: Duration,
+}
+
 /// Thresholds of the rule scorer.
 #[derive(Debug, Clone)]
 pub struct ScoringSettings {
@@ -113,6 +137,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// RabbitMQ.
     pub amqp: AmqpSettings,
+    /// HTTP limits, rate limits and idempotency.
+    pub http: HttpSettings,
     /// Rule thresholds.
     pub scoring: ScoringSettings,
     /// Whether binaries apply migrations at start-up.
@@ -151,6 +177,22 @@ impl Settings {
             Ok(SecretString::from(value))
         };
         let confirm_ms: u64 = parse(get("PUBLISH_CONFIRM_TIMEOUT_MS"))?;
+        let timeout_ms: u64 = positive(get("HTTP_REQUEST_TIMEOUT_MS"))?;
+        if timeout_ms <= confirm_ms {
+            let (var, value) = get("HTTP_REQUEST_TIMEOUT_MS");
+            return Err(SettingsError {
+                var,
+                value,
+                reason: "must exceed PUBLISH_CONFIRM_TIMEOUT_MS".into(),
+            });
+        }
+        let http = HttpSettings {
+            max_in_flight: positive(get("HTTP_MAX_IN_FLIGHT"))?,
+            request_timeout: Duration::from_millis(timeout_ms),
+            rate_limit: positive(get("RATE_LIMIT_PER_ACCOUNT"))?,
+            rate_window: Duration::from_secs(positive(get("RATE_LIMIT_WINDOW_SECS"))?),
+            idempotency_ttl: Duration::from_secs(positive(get("IDEMPOTENCY_TTL_SECS"))?),
+        };
         let scoring = ScoringSettings {
             medium_amount: parse(get("RISK_MEDIUM_AMOUNT"))?,
             high_amount: parse(get("RISK_HIGH_AMOUNT"))?,
@@ -181,6 +223,7 @@ impl Settings {
                 delivery_limit: positive(get("AMQP_DELIVERY_LIMIT"))?,
                 confirm_timeout: Duration::from_millis(confirm_ms.max(1)),
             },
+            http,
             scoring,
             migrate_on_start: parse(get("MIGRATE_ON_START"))?,
             log_format,

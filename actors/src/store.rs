@@ -190,3 +190,12 @@ pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     pool.get().await?.simple_query("SELECT 1").await?;
     Ok(())
 }
+
+/// The raw body a transaction was recorded with, if it was recorded (idempotency backstop).
+pub async fn raw_payload(pool: &Pool, transaction_id: &str) -> Result<Option<Value>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt("SELECT raw FROM transactions WHERE transaction_id = $1", &[&transaction_id])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}

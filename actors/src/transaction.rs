@@ -8,6 +8,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod iso;
+
 /// Largest accepted amount, in the transaction's currency. Anything above is a unit mistake.
 pub const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 /// How far into the future a transaction timestamp may lie (clock skew between client and us).
@@ -130,11 +132,14 @@ impl Transaction {
         let account_id = check.identifier("account_id");
         let merchant_id = check.identifier("merchant_id");
         let amount = check.amount("amount");
-        let currency = check.code("currency", 3);
+        let currency = check.code("currency", "ISO 4217", iso::is_currency);
         let timestamp = check.timestamp("timestamp", now);
         let geo_lat = check.coordinate("geo_lat", 90.0);
         let geo_lon = check.coordinate("geo_lon", 180.0);
-        let country = check.present("country").then(|| check.code("country", 2)).flatten();
+        let country = check
+            .present("country")
+            .then(|| check.code("country", "ISO 3166-1 alpha-2", iso::is_country))
+            .flatten();
         let channel = check.present("channel").then(|| check.channel("channel")).flatten();
         let metadata = check.present("metadata").then(|| check.metadata("metadata")).flatten();
         if geo_lat.is_some() != geo_lon.is_some() && check.errors.is_empty() {
@@ -238,11 +243,11 @@ impl Checker<'_> {
         Some(amount.normalize())
     }
 
-    /// Upper-case ASCII letter codes (ISO 4217 currency, ISO 3166 country).
-    fn code(&mut self, field: &str, len: usize) -> Option<String> {
+    /// A code from an ISO list (`standard` names it in the error).
+    fn code(&mut self, field: &str, standard: &str, known: fn(&str) -> bool) -> Option<String> {
         let s = self.string(field)?;
-        if s.len() != len || !s.chars().all(|c| c.is_ascii_uppercase()) {
-            return self.fail(field, format!("must be {len} upper-case letters"));
+        if !known(&s) {
+            return self.fail(field, format!("must be an upper-case {standard} code"));
         }
         Some(s)
     }
@@ -387,6 +392,9 @@ mod tests {
         assert_eq!(fields(with("geo_lat", json!(91))), ["geo_lat"]);
         assert_eq!(fields(with("geo_lon", json!("east"))), ["geo_lon"]);
         assert_eq!(fields(with("country", json!("DEU"))), ["country"]);
+        assert_eq!(fields(with("country", json!("UK"))), ["country"]);
+        assert_eq!(fields(with("currency", json!("EUX"))), ["currency"]);
+        assert_eq!(fields(with("currency", json!("eur"))), ["currency"]);
         assert_eq!(fields(with("channel", json!("fax"))), ["channel"]);
         assert_eq!(fields(with("metadata", json!([1]))), ["metadata"]);
         assert_eq!(fields(with("timestamp", json!("yesterday"))), ["timestamp"]);

@@ -16,6 +16,8 @@ use fraudsense_actors::{Settings, store, topology::Topology};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+pub mod body;
+pub mod gate;
 pub mod problem;
 pub mod publisher;
 pub mod routes;
@@ -49,7 +51,14 @@ impl Application {
         if let Err(error) = publisher.connect().await {
             tracing::warn!(%error, "broker not reachable at start-up; will retry on demand");
         }
-        let state = AppState { pool, redis, publisher };
+        let gate = gate::Gate::new(
+            redis.clone(),
+            &settings.redis.key_prefix,
+            settings.http.idempotency_ttl,
+            settings.http.rate_limit,
+            settings.http.rate_window,
+        );
+        let state = AppState { pool, redis, gate, publisher };
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("binding {}", settings.api_addr))?;

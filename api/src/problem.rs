@@ -27,6 +27,12 @@ pub enum ApiError {
     /// The body exceeds the limit.
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The request contradicts what is already recorded (same id, different content).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The account exceeded its rate limit.
+    #[error("rate limited")]
+    RateLimited(crate::gate::RateStatus),
     /// The resource does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -57,6 +63,8 @@ impl ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             ApiError::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
@@ -76,6 +84,11 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType => "send the body as application/json".into(),
             ApiError::PayloadTooLarge => "the body exceeds the 64 KiB limit".into(),
             ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::Conflict(why) => why.clone(),
+            ApiError::RateLimited(rate) => format!(
+                "this account may submit {} transactions per window; retry in {} s",
+                rate.limit, rate.reset_secs
+            ),
             ApiError::Unavailable { detail, .. } => (*detail).into(),
             ApiError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "internal error");
@@ -94,9 +107,23 @@ impl IntoResponse for ApiError {
         let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let ApiError::Unavailable { retry_after, .. } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        match self {
+            ApiError::Unavailable { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            ApiError::RateLimited(rate) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(rate.reset_secs));
+                rate_limit_headers(headers, &rate);
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// The IETF `RateLimit-*` headers describing the caller's window.
+pub fn rate_limit_headers(headers: &mut axum::http::HeaderMap, rate: &crate::gate::RateStatus) {
+    headers.insert("ratelimit-limit", HeaderValue::from(rate.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_secs));
 }

@@ -127,6 +127,11 @@ impl Publisher {
         }
     }
 
+    /// How long a publish waits for its confirm.
+    pub fn confirm_timeout(&self) -> Duration {
+        self.inner.settings.confirm_timeout
+    }
+
     /// Closes the connection (shutdown).
     pub async fn close(&self) {
         let link = self.current();

@@ -2,15 +2,17 @@
 
 use deadpool_postgres::Pool;
 
-use crate::publisher::Publisher;
+use crate::{gate::Gate, publisher::Publisher};
 
 /// Shared handler state; every field is a cheap handle.
 #[derive(Clone)]
 pub struct AppState {
     /// PostgreSQL, for queries.
     pub pool: Pool,
-    /// Redis, for readiness (and soon idempotency and rate limits).
+    /// Redis, for readiness.
     pub redis: fred::clients::Client,
+    /// Idempotency and rate limits.
+    pub gate: Gate,
     /// The confirm-mode broker publisher.
     pub publisher: Publisher,
 }

@@ -1,61 +1,142 @@
-//! `POST /transactions` (validate, publish, confirm, 202) and `GET /transactions/{id}`.
+//! `POST /transactions` (validate, admit, publish, confirm, 202) and `GET /transactions/{id}`.
+
+use std::time::Duration;
 
 use axum::{
     Json,
     body::Bytes,
     extract::{Path, State, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode, header},
-    response::IntoResponse,
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
 };
 use chrono::Utc;
 use fraudsense_actors::{Transaction, TransactionCreated, store, transaction::MAX_ID_LEN};
 use serde_json::{Value, json};
 
-use crate::{problem::ApiError, publisher::PublishError, state::AppState};
+use crate::{
+    body::json_body,
+    gate::{Prior, RateStatus, fingerprint},
+    problem::{ApiError, rate_limit_headers},
+    publisher::PublishError,
+    state::AppState,
+};
+
+/// How often a request polls while a racing request with the same id is publishing.
+const RACE_POLL: Duration = Duration::from_millis(20);
 
 /// Validates the body and answers `202` once the broker confirmed the persistent message.
+/// The same `transaction_id` with the same body answers the same `202` without publishing
+/// again; with a different body, `409`.
 #[tracing::instrument(skip_all, fields(component = "api", transaction_id, account_id))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-        _ => ApiError::BadRequest(rejection.body_text()),
-    })?;
-    let raw: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+) -> Result<Response, ApiError> {
+    let raw = json_body(&headers, body)?;
     let transaction = Transaction::parse(&raw, Utc::now()).map_err(ApiError::Validation)?;
     let span = tracing::Span::current();
     span.record("transaction_id", transaction.transaction_id.as_str());
     span.record("account_id", transaction.account_id.as_str());
+    let id = transaction.transaction_id.clone();
+    let fp = fingerprint(&raw);
 
-    let transaction_id = transaction.transaction_id.clone();
+    // 1. Idempotency: claim the id, or answer as the earlier request was answered.
+    if let Some(answer) = claim(&state, &id, &fp).await? {
+        return Ok(answer);
+    }
+
+    // 2. Rate limit (only new transactions count; replays above are free).
+    let rate = state.gate.count(&transaction.account_id).await.map_err(redis_down)?;
+    if !rate.allowed {
+        release(&state, &id, &fp).await;
+        return Err(ApiError::RateLimited(rate));
+    }
+
+    // 3. Backstop for ids whose Redis entry expired: the database's copy decides.
+    match store::raw_payload(&state.pool, &id).await {
+        Ok(Some(stored)) => {
+            let stored_fp = fingerprint(&stored);
+            state.gate.mark_queued(&id, &stored_fp).await.map_err(redis_down)?;
+            return if stored_fp == fp { Ok(accepted(&id, Some(&rate), true)) } else { Err(conflict(&id)) };
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "idempotency backstop skipped: database unavailable"),
+    }
+
+    // 4. Publish and wait for the broker's confirm.
     let event = TransactionCreated::new(transaction, raw, Utc::now());
-    state.publisher.publish(&event).await.map_err(|error| {
+    if let Err(error) = state.publisher.publish(&event).await {
         tracing::warn!(%error, "publish not confirmed");
-        match error {
+        release(&state, &id, &fp).await;
+        return Err(match error {
             PublishError::Encode(e) => ApiError::Internal(e.into()),
             _ => ApiError::Unavailable {
                 detail: "the transaction could not be queued; retry later",
                 retry_after: 1,
             },
-        }
-    })?;
+        });
+    }
+    if let Err(error) = state.gate.mark_queued(&id, &fp).await {
+        // The message is safely queued; a retry would be recognised by the worker's
+        // idempotent writes, so this is worth a warning, not a failed request.
+        tracing::warn!(%error, "could not record the queued state");
+    }
     tracing::info!("transaction queued");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "transaction_id": transaction_id, "status": "queued" }))))
+    Ok(accepted(&id, Some(&rate), false))
 }
 
-/// The transaction with its score and alerts.
+/// `None` if this request now owns `id`; otherwise the answer to give.
+async fn claim(state: &AppState, id: &str, fp: &str) -> Result<Option<Response>, ApiError> {
+    let deadline = tokio::time::Instant::now() + state.publisher.confirm_timeout() + Duration::from_secs(1);
+    loop {
+        match state.gate.claim(id, fp).await.map_err(redis_down)? {
+            None => return Ok(None),
+            Some(Prior { fingerprint, .. }) if fingerprint != fp => return Err(conflict(id)),
+            Some(Prior { queued: true, .. }) => return Ok(Some(accepted(id, None, true))),
+            Some(Prior { queued: false, .. }) => {
+                // A racing request with the same body is publishing: wait for its outcome.
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApiError::Unavailable {
+                        detail: "the same transaction is still being queued; retry later",
+                        retry_after: 1,
+                    });
+                }
+                tokio::time::sleep(RACE_POLL).await;
+            }
+        }
+    }
+}
+
+async fn release(state: &AppState, id: &str, fp: &str) {
+    if let Err(error) = state.gate.release(id, fp).await {
+        tracing::warn!(%error, "could not release the idempotency claim; it expires with its TTL");
+    }
+}
+
+fn accepted(id: &str, rate: Option<&RateStatus>, replayed: bool) -> Response {
+    let mut response =
+        (StatusCode::ACCEPTED, Json(json!({ "transaction_id": id, "status": "queued" }))).into_response();
+    let headers = response.headers_mut();
+    if let Some(rate) = rate {
+        rate_limit_headers(headers, rate);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn conflict(id: &str) -> ApiError {
+    ApiError::Conflict(format!("transaction {id} was already submitted with a different body"))
+}
+
+fn redis_down(error: fred::prelude::Error) -> ApiError {
+    tracing::error!(%error, "redis unavailable");
+    ApiError::Unavailable { detail: "the idempotency store is unavailable; retry later", retry_after: 1 }
+}
+
+/// The transaction with its score and alerts; `{"status": "queued"}` while it waits for a worker.
 #[tracing::instrument(skip_all, fields(component = "api", transaction_id = %id))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
@@ -63,7 +144,13 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     }
     match store::transaction_view(&state.pool, &id).await {
         Ok(Some(view)) => Ok(Json(view)),
-        Ok(None) => Err(ApiError::NotFound("transaction")),
+        Ok(None) => match state.gate.lookup(&id).await {
+            Ok(Some(Prior { queued: true, .. })) => {
+                Ok(Json(json!({ "transaction_id": id, "status": "queued" })))
+            }
+            Ok(_) => Err(ApiError::NotFound("transaction")),
+            Err(error) => Err(redis_down(error)),
+        },
         Err(error) => {
             tracing::error!(%error, "transaction lookup failed");
             Err(ApiError::Unavailable { detail: "the database is unavailable; retry later", retry_after: 1 })

@@ -72,6 +72,36 @@ impl Pipeline {
             .unwrap_or_else(|e| panic!("POST failed: {e}"))
     }
 
+    /// Publishes `body` straight to the exchange, bypassing the api's idempotency, the way a
+    /// broker redelivery or a second publisher would hand the worker the same transaction
+    /// again. Waits for the broker's confirm, so ordering with later posts is fixed.
+    pub async fn publish_direct(&self, body: &Value) {
+        use lapin::{
+            BasicProperties,
+            options::{BasicPublishOptions, ConfirmSelectOptions},
+        };
+        let tx = fraudsense_actors::Transaction::parse(body, chrono::Utc::now())
+            .unwrap_or_else(|e| panic!("invalid test body: {e:?}"));
+        let event = fraudsense_actors::TransactionCreated::new(tx, body.clone(), chrono::Utc::now());
+        let payload = serde_json::to_vec(&event).unwrap_or_default();
+        let (conn, channel) = self.env.amqp().await.unwrap_or_else(|e| panic!("{e:#}"));
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        let confirm = channel
+            .basic_publish(
+                self.env.topology().transactions_exchange.as_str().into(),
+                fraudsense_actors::topology::TRANSACTION_CREATED.into(),
+                BasicPublishOptions::default(),
+                &payload,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(confirm.is_ack());
+        let _ = conn.close(200, "done".into()).await;
+    }
+
     /// GET /transactions/{id}: status code and body.
     pub async fn get(&self, id: &str) -> (u16, Value) {
         let r = self

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs the Python tools that the Rust test suite shells out to into <repo>/.venv
+# (a git-ignored virtualenv). `make test` runs it before the tests; it is idempotent:
+# a second run changes nothing and only prints one line per tool.
+set -euo pipefail
+
+# Pinned versions. Bump here; the next run installs the new pin.
+SCHEMATHESIS_VERSION=4.32.5
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=$repo/.venv
+
+log=$(mktemp "${TMPDIR:-/tmp}/test-tools.XXXXXX")
+trap 'rm -f "$log"' EXIT
+
+fail() {
+  echo "test-tools: $*" >&2
+  exit 1
+}
+
+# Runs "$@" with its output in $log; on failure prints the tail of that output and stops.
+quiet() {
+  local what=$1
+  shift
+  if ! "$@" >"$log" 2>&1; then
+    echo "test-tools: $what failed; last lines of its output:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
+
+command -v python3 >/dev/null 2>&1 || fail "python3 not found on PATH"
+
+# python3 -m venv needs the venv and ensurepip modules; Debian's own python3 ships them in python3-venv.
+have_venv_module() { python3 -c 'import venv, ensurepip' >/dev/null 2>&1; }
+
+if [[ -e $venv && ! -f $venv/pyvenv.cfg ]]; then
+  fail "$venv exists but is not a virtualenv (no pyvenv.cfg); move it away and rerun"
+fi
+
+# A venv whose interpreter no longer runs (python3 upgraded or removed) is rebuilt.
+if [[ -f $venv/pyvenv.cfg ]] && ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
+  rm -rf -- "$venv"
+fi
+
+if [[ ! -d $venv ]]; then
+  if ! have_venv_module; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+      export DEBIAN_FRONTEND=noninteractive
+      quiet "apt-get update" apt-get update -qq
+      quiet "apt-get install python3-venv" apt-get install -y -qq python3-venv
+    fi
+    have_venv_module ||
+      fail "$(command -v python3) has no venv/ensurepip module: install python3-venv (Debian: apt-get install python3-venv) and rerun"
+  fi
+  quiet "python3 -m venv $venv" python3 -m venv "$venv"
+fi
+
+# Keep the venv out of git without touching the repo's .gitignore (as Python 3.13's venv does).
+[[ -f $venv/.gitignore ]] || printf '*\n' >"$venv/.gitignore"
+
+installed_schemathesis() {
+  local out
+  out=$("$venv/bin/schemathesis" --version 2>/dev/null) || return 1
+  [[ $out == "schemathesis, version $SCHEMATHESIS_VERSION" ]]
+}
+
+if installed_schemathesis; then
+  echo "schemathesis $SCHEMATHESIS_VERSION: already installed"
+else
+  quiet "pip install schemathesis==$SCHEMATHESIS_VERSION" \
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
+    "schemathesis==$SCHEMATHESIS_VERSION"
+  installed_schemathesis ||
+    fail "schemathesis $SCHEMATHESIS_VERSION installed, but '$venv/bin/schemathesis --version' does not report it"
+  echo "schemathesis $SCHEMATHESIS_VERSION: installed"
+fi
