@@ -3,4 +3,5 @@
 
 mod health;
 mod helpers;
+mod idempotency;
 mod transactions;
