@@ -23,6 +23,7 @@ logs: ## follow the api and worker logs
 	tail -n 50 -F .run/api.log .run/worker.log
 
 test: services ## run every test against the local services
+	bash infra/test-tools.sh
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \

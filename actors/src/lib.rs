@@ -30,6 +30,7 @@
 
 pub mod account;
 pub mod alert;
+pub mod backoff;
 pub mod consumer;
 pub mod events;
 pub mod features;

@@ -170,19 +170,7 @@ async fn stop_children(state: &mut SupervisorState) {
     }
 }
 
-/// Exponential backoff: 100 ms, 200 ms, ... capped at [`MAX_BACKOFF`].
+/// Restart delay after `failures` consecutive failures: 100 ms, 200 ms, ... capped at 10 s.
 pub fn backoff(failures: u32) -> Duration {
-    MIN_BACKOFF.saturating_mul(2u32.saturating_pow(failures.min(16))).min(MAX_BACKOFF)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(0), MIN_BACKOFF);
-        assert_eq!(backoff(1), MIN_BACKOFF * 2);
-        assert_eq!(backoff(40), MAX_BACKOFF);
-    }
+    crate::backoff::exponential(MIN_BACKOFF, MAX_BACKOFF, failures)
 }

@@ -73,6 +73,7 @@ pub struct Gate {
     redis: Client,
     prefix: String,
     ttl: Duration,
+    pending_ttl: Duration,
     limit: u32,
     window: Duration,
     rate: Script,
@@ -87,11 +88,21 @@ pub fn fingerprint(body: &Value) -> String {
 
 impl Gate {
     /// A gate with the given key prefix, idempotency TTL and per-account limit per window.
-    pub fn new(redis: Client, prefix: &str, ttl: Duration, limit: u32, window: Duration) -> Self {
+    /// A pending claim lives only `pending_ttl` (longer than any request may take), so a
+    /// request cancelled mid-publish cannot block its retries for the full TTL.
+    pub fn new(
+        redis: Client,
+        prefix: &str,
+        ttl: Duration,
+        pending_ttl: Duration,
+        limit: u32,
+        window: Duration,
+    ) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),
             ttl,
+            pending_ttl,
             limit,
             window,
             rate: Script::from_lua(RATE_LUA),
@@ -103,8 +114,8 @@ impl Gate {
         format!("{}idem:{transaction_id}", self.prefix)
     }
 
-    fn ttl_ms(&self) -> i64 {
-        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
+    fn ms(d: Duration) -> i64 {
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Claims `transaction_id` for this request. `None`: it is ours to publish.
@@ -115,7 +126,7 @@ impl Gate {
             .set(
                 self.idem_key(transaction_id),
                 format!("pending:{fingerprint}"),
-                Some(Expiration::PX(self.ttl_ms())),
+                Some(Expiration::PX(Self::ms(self.pending_ttl))),
                 Some(SetOptions::NX),
                 true,
             )
@@ -135,7 +146,7 @@ impl Gate {
             .set::<(), _, _>(
                 self.idem_key(transaction_id),
                 format!("queued:{fingerprint}"),
-                Some(Expiration::PX(self.ttl_ms())),
+                Some(Expiration::PX(Self::ms(self.ttl))),
                 None,
                 false,
             )
@@ -156,7 +167,7 @@ impl Gate {
 
     /// Counts one request against `account_id`'s window.
     pub async fn count(&self, account_id: &str) -> Result<RateStatus, RedisError> {
-        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        let window_ms = Self::ms(self.window);
         let (count, ttl_ms): (i64, i64) = self
             .rate
             .evalsha_with_reload(

@@ -4,16 +4,19 @@
 //! queries from PostgreSQL. [`Application::build`] assembles it from [`Settings`]; the
 //! binary and the tests start it the same way.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use axum::{
-    Router,
+    BoxError, Router,
+    error_handling::HandleErrorLayer,
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
-use fraudsense_actors::{Settings, store, topology::Topology};
+use fraudsense_actors::{Settings, settings::HttpSettings, store, topology::Topology};
+use problem::ApiError;
 use tokio::net::TcpListener;
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::trace::TraceLayer;
 
 pub mod body;
@@ -34,6 +37,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    watchdog: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -55,19 +59,26 @@ impl Application {
             redis.clone(),
             &settings.redis.key_prefix,
             settings.http.idempotency_ttl,
+            settings.http.request_timeout + Duration::from_secs(1),
             settings.http.rate_limit,
             settings.http.rate_window,
         );
         let state = AppState { pool, redis, gate, publisher };
+        let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("binding {}", settings.api_addr))?;
-        Ok(Self { listener, router: router(state.clone()), state })
+        Ok(Self { listener, router: router(state.clone(), &settings.http), state, watchdog })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// A handle on the broker publisher (for observing confirms in flight).
+    pub fn publisher(&self) -> publisher::Publisher {
+        self.state.publisher.clone()
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the
@@ -76,19 +87,40 @@ impl Application {
         let addr = self.local_addr()?;
         tracing::info!(component = "api", %addr, "listening");
         axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        self.watchdog.abort();
         self.state.publisher.close().await;
         Ok(())
     }
 }
 
-/// The route table.
-pub fn router(state: AppState) -> Router {
+/// The route table, behind the process-wide protections: requests beyond
+/// `HTTP_MAX_IN_FLIGHT` are shed at once and none runs longer than `HTTP_REQUEST_TIMEOUT_MS`
+/// (both answered `503` problem+json with `Retry-After`).
+pub fn router(state: AppState, http: &HttpSettings) -> Router {
+    let protect = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(http.max_in_flight))
+        .timeout(http.request_timeout);
     Router::new()
         .route("/transactions", post(routes::transactions::create))
         .route("/transactions/{transaction_id}", get(routes::transactions::get))
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(protect)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn overloaded(error: BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        tracing::warn!("request timed out");
+        ApiError::Unavailable { detail: "the request took too long; retry later", retry_after: 1 }
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        tracing::warn!("request shed: too many in flight");
+        ApiError::Unavailable { detail: "the server is at capacity; retry later", retry_after: 1 }
+    } else {
+        ApiError::Internal(anyhow::anyhow!("middleware failed: {error}"))
+    }
 }

@@ -1,13 +1,20 @@
 //! Publishing to RabbitMQ with publisher confirms: a `202` is only ever sent for a message
 //! the broker has confirmed as persisted.
 //!
-//! Many publishes share one confirm-mode channel, so confirms are naturally pipelined.
-//! A lost connection is re-established lazily by the next publish (single-flight, with a
-//! short cool-down after a failed attempt so an outage answers 503 fast instead of making
-//! every request wait for a connect timeout).
+//! - **Pipelined**: every request publishes on one shared confirm-mode channel and awaits
+//!   its own confirm, so any number of confirms are in flight at once.
+//! - **Bounded**: no confirm within `PUBLISH_CONFIRM_TIMEOUT_MS`, a blocked connection
+//!   (`connection.blocked`, the broker's memory or disk alarm) or no connection at all is
+//!   an error at once, which the handler turns into `503` + `Retry-After`.
+//! - **Self-healing**: a lost connection is re-established single-flight with exponential
+//!   backoff (100 ms … 5 s), both on demand and by a background task, so `/ready` recovers
+//!   without traffic.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -24,8 +31,14 @@ use secrecy::ExposeSecret;
 
 /// Longest a (re)connect attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// After a failed connect, publishes fail fast for this long.
-const COOL_DOWN: Duration = Duration::from_secs(1);
+/// First reconnect delay after a failure; doubles per failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A confirm timeout this recent makes `/ready` report the broker as down.
+const DEGRADED_FOR: Duration = Duration::from_secs(10);
+/// How often the background task checks the connection.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Why a message was not confirmed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +46,9 @@ pub enum PublishError {
     /// No connection to the broker could be had.
     #[error("broker unreachable: {0}")]
     Unreachable(String),
+    /// The broker blocked publishing (resource alarm).
+    #[error("broker blocked publishing")]
+    Blocked,
     /// The broker did not confirm within the timeout.
     #[error("broker did not confirm within {0:?}")]
     Timeout(Duration),
@@ -49,18 +65,35 @@ struct Link {
     channel: Channel,
 }
 
+impl Link {
+    fn usable(&self) -> bool {
+        self.channel.status().connected() && self.connection.status().connected()
+    }
+}
+
 /// Shared publisher, cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,
 }
 
+#[derive(Default)]
+struct Health {
+    /// Consecutive failed connects (drives the backoff).
+    failures: u32,
+    /// When the last connect failed.
+    failed_at: Option<Instant>,
+    /// When a confirm last timed out (cleared by the next confirm).
+    timed_out_at: Option<Instant>,
+}
+
 struct Inner {
     settings: AmqpSettings,
     topology: Topology,
     link: Mutex<Option<Arc<Link>>>,
-    last_failure: Mutex<Option<Instant>>,
+    health: Mutex<Health>,
     reconnect: tokio::sync::Mutex<()>,
+    in_flight: AtomicUsize,
 }
 
 impl Publisher {
@@ -71,8 +104,9 @@ impl Publisher {
                 settings,
                 topology,
                 link: Mutex::new(None),
-                last_failure: Mutex::new(None),
+                health: Mutex::new(Health::default()),
                 reconnect: tokio::sync::Mutex::new(()),
+                in_flight: AtomicUsize::new(0),
             }),
         }
     }
@@ -83,15 +117,47 @@ impl Publisher {
         self.link().await.map(|_| ())
     }
 
-    /// True if a confirm-mode channel is open (or could be opened now).
+    /// Keeps the connection up in the background until every publisher handle is dropped.
+    pub fn spawn_watchdog(&self) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let publisher = Publisher { inner };
+                if !publisher.current().is_some_and(|l| l.usable()) {
+                    let _ = publisher.link().await;
+                }
+            }
+        })
+    }
+
+    /// True if the broker is connected, not blocking us, and confirming.
     pub async fn is_ready(&self) -> bool {
-        self.link().await.is_ok()
+        let recently_timed_out = self.health().timed_out_at.is_some_and(|at| at.elapsed() < DEGRADED_FOR);
+        match self.link().await {
+            Ok(link) => !link.connection.status().blocked() && !recently_timed_out,
+            Err(_) => false,
+        }
+    }
+
+    /// Publishes awaiting their confirm right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// How long a publish waits for its confirm.
+    pub fn confirm_timeout(&self) -> Duration {
+        self.inner.settings.confirm_timeout
     }
 
     /// Publishes a persistent `transaction.created` and waits for the broker's confirm.
     pub async fn publish(&self, event: &TransactionCreated) -> Result<(), PublishError> {
         let payload = serde_json::to_vec(event)?;
         let link = self.link().await?;
+        if link.connection.status().blocked() {
+            return Err(PublishError::Blocked);
+        }
         let id = event.transaction.transaction_id.as_str();
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
@@ -101,6 +167,7 @@ impl Publisher {
             .with_timestamp(u64::try_from(event.received_at.timestamp()).unwrap_or_default());
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
         let timeout = self.inner.settings.confirm_timeout;
+        let _in_flight = InFlight::enter(&self.inner.in_flight);
         let confirmed = tokio::time::timeout(timeout, async {
             link.channel
                 .basic_publish(
@@ -115,29 +182,35 @@ impl Publisher {
         })
         .await;
         match confirmed {
-            Err(_) => Err(PublishError::Timeout(timeout)),
+            Err(_) => {
+                self.health().timed_out_at = Some(Instant::now());
+                Err(PublishError::Timeout(timeout))
+            }
             Ok(Err(error)) => {
                 self.forget(&link);
                 Err(PublishError::Unreachable(error.to_string()))
             }
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Rejected("unroutable")),
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Rejected("nacked")),
-            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Rejected("confirms not enabled")),
+            Ok(Ok(confirmation)) => {
+                self.health().timed_out_at = None;
+                match confirmation {
+                    Confirmation::Ack(None) => Ok(()),
+                    Confirmation::Ack(Some(_)) => Err(PublishError::Rejected("unroutable")),
+                    Confirmation::Nack(_) => Err(PublishError::Rejected("nacked")),
+                    Confirmation::NotRequested => Err(PublishError::Rejected("confirms not enabled")),
+                }
+            }
         }
-    }
-
-    /// How long a publish waits for its confirm.
-    pub fn confirm_timeout(&self) -> Duration {
-        self.inner.settings.confirm_timeout
     }
 
     /// Closes the connection (shutdown).
     pub async fn close(&self) {
-        let link = self.current();
-        if let Some(link) = link {
+        if let Some(link) = self.current() {
             let _ = link.connection.close(200, "api stopping".into()).await;
         }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.inner.health.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn current(&self) -> Option<Arc<Link>> {
@@ -151,41 +224,41 @@ impl Publisher {
         }
     }
 
-    /// The open link, reconnecting if it is gone.
+    /// The open link, reconnecting (single-flight, with backoff) if it is gone.
     async fn link(&self) -> Result<Arc<Link>, PublishError> {
-        let usable = |l: &Arc<Link>| l.channel.status().connected() && l.connection.status().connected();
-        if let Some(link) = self.current().filter(usable) {
+        if let Some(link) = self.current().filter(|l| l.usable()) {
             return Ok(link);
         }
         let _single_flight = self.inner.reconnect.lock().await;
-        if let Some(link) = self.current().filter(usable) {
+        if let Some(link) = self.current().filter(|l| l.usable()) {
             return Ok(link);
         }
-        let cooling = self
-            .inner
-            .last_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|at| at.elapsed() < COOL_DOWN);
-        if cooling {
-            return Err(PublishError::Unreachable("reconnect cooling down".into()));
+        let waiting = {
+            let h = self.health();
+            h.failed_at.is_some_and(|at| at.elapsed() < backoff(h.failures))
+        };
+        if waiting {
+            return Err(PublishError::Unreachable("waiting before the next reconnect attempt".into()));
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, self.open()).await {
             Ok(Ok(link)) => {
                 let link = Arc::new(link);
                 *self.inner.link.lock().unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
-                *self.inner.last_failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                let mut h = self.health();
+                h.failures = 0;
+                h.failed_at = None;
                 tracing::info!(component = "publisher", "connected to broker");
                 Ok(link)
             }
             failed => {
-                *self.inner.last_failure.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(Instant::now());
                 let why = match failed {
                     Ok(Err(error)) => error.to_string(),
                     _ => format!("connect timed out after {CONNECT_TIMEOUT:?}"),
                 };
-                tracing::warn!(component = "publisher", error = %why, "broker connection failed");
+                let mut h = self.health();
+                h.failures = h.failures.saturating_add(1);
+                h.failed_at = Some(Instant::now());
+                tracing::warn!(component = "publisher", error = %why, failures = h.failures, "broker connection failed");
                 Err(PublishError::Unreachable(why))
             }
         }
@@ -199,5 +272,42 @@ impl Publisher {
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         self.inner.topology.declare(&channel).await?;
         Ok(Link { connection, channel })
+    }
+}
+
+/// Counts a publish as in flight for as long as it lives (also when its future is dropped).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Delay before reconnect attempt number `failures + 1` (none before the first).
+fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => fraudsense_actors::backoff::exponential(MIN_BACKOFF, MAX_BACKOFF, n - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_backoff_is_exponential_and_capped() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), MIN_BACKOFF);
+        assert_eq!(backoff(2), MIN_BACKOFF * 2);
+        assert_eq!(backoff(30), MAX_BACKOFF);
     }
 }

@@ -8,6 +8,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 /// An api served in-process on a random port, with its own slice of the services.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub publisher: fraudsense_api::publisher::Publisher,
     pub env: TestEnv,
     pub http: reqwest::Client,
     stop: oneshot::Sender<()>,
@@ -29,11 +30,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 pub async fn spawn_app_on(env: TestEnv, settings: Settings) -> TestApp {
     let app = Application::build(settings).await.unwrap_or_else(|e| panic!("api build: {e:#}"));
     let addr = app.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let publisher = app.publisher();
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    TestApp { addr, env, http: reqwest::Client::new(), stop, served }
+    TestApp { addr, publisher, env, http: reqwest::Client::new(), stop, served }
 }
 
 /// A valid transaction body.

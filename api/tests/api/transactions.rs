@@ -151,3 +151,98 @@ async fn a_broker_that_stops_confirming_is_a_bounded_503_and_the_api_recovers_by
     assert_eq!(app.get("/health").await.status().as_u16(), 200);
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn confirms_are_pipelined_many_publishes_wait_on_one_channel_at_once() {
+    let env = TestEnv::new().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (proxy, mut settings) = env.amqp_through_proxy().await.unwrap_or_else(|e| panic!("{e:#}"));
+    settings.amqp.confirm_timeout = Duration::from_secs(20);
+    settings.http.request_timeout = Duration::from_secs(25);
+    let app = std::sync::Arc::new(spawn_app_on(env, settings).await);
+    assert_eq!(app.post_json(&transaction("pipe-0", "1")).await.status().as_u16(), 202);
+
+    // While the broker's answers are held back, 16 requests all publish and all wait.
+    proxy.stall();
+    let mut requests = Vec::new();
+    for i in 1..=16 {
+        let app = app.clone();
+        requests.push(tokio::spawn(async move {
+            let mut body = transaction(&format!("pipe-{i}"), "1");
+            body["account_id"] = json!(format!("acct-{i}"));
+            app.post_json(&body).await.status().as_u16()
+        }));
+    }
+    fraudsense_actors::testing::eventually(Duration::from_secs(10), "16 confirms in flight", || async {
+        Ok((app.publisher.in_flight() == 16).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    proxy.resume();
+    for r in requests {
+        assert_eq!(r.await.unwrap_or(0), 202);
+    }
+    assert_eq!(app.publisher.in_flight(), 0);
+    assert_eq!(app.queued().await, 17);
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.teardown().await,
+        Err(_) => panic!("requests still hold the app"),
+    }
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_shed_with_503() {
+    let env = TestEnv::new().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (proxy, mut settings) = env.amqp_through_proxy().await.unwrap_or_else(|e| panic!("{e:#}"));
+    settings.http.max_in_flight = 1;
+    settings.amqp.confirm_timeout = Duration::from_secs(20);
+    settings.http.request_timeout = Duration::from_secs(25);
+    let app = std::sync::Arc::new(spawn_app_on(env, settings).await);
+    assert_eq!(app.post_json(&transaction("shed-0", "1")).await.status().as_u16(), 202);
+
+    proxy.stall();
+    let holder = {
+        let app = app.clone();
+        tokio::spawn(async move { app.post_json(&transaction("shed-1", "1")).await.status().as_u16() })
+    };
+    fraudsense_actors::testing::eventually(Duration::from_secs(10), "one request in flight", || async {
+        Ok((app.publisher.in_flight() == 1).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // The process is at capacity: the next request is refused at once, not queued.
+    let shed = app.get("/health").await;
+    assert!(shed.headers().contains_key("retry-after"));
+    let p = problem(shed, 503).await;
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("capacity")), "{p}");
+    proxy.resume();
+    assert_eq!(holder.await.unwrap_or(0), 202);
+    assert_eq!(app.get("/health").await.status().as_u16(), 200);
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.teardown().await,
+        Err(_) => panic!("requests still hold the app"),
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_outlives_its_timeout_is_a_503_and_its_retry_succeeds() {
+    let env = TestEnv::new().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (proxy, mut settings) = env.amqp_through_proxy().await.unwrap_or_else(|e| panic!("{e:#}"));
+    settings.amqp.confirm_timeout = Duration::from_secs(20);
+    settings.http.request_timeout = Duration::from_millis(400);
+    let app = spawn_app_on(env, settings).await;
+    proxy.stall();
+    let p = problem(app.post_json(&transaction("slow-1", "1")).await, 503).await;
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("too long")), "{p}");
+    proxy.resume();
+    // The abandoned claim is short-lived, so a retry is not locked out for the full TTL.
+    let mut last = 0;
+    for _ in 0..100 {
+        last = app.post_json(&transaction("slow-1", "1")).await.status().as_u16();
+        if last == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, 202);
+    app.teardown().await;
+}
