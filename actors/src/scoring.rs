@@ -173,7 +173,7 @@ mod tests {
     }
 
     fn features(tx_count_1h: u64) -> Features {
-        Features { tx_count_1h, tx_count_24h: tx_count_1h }
+        Features { tx_count_1h, tx_count_24h: tx_count_1h, ..Features::default() }
     }
 
     #[test]
