@@ -105,6 +105,7 @@ pub struct Features {
 
 /// Count and sum of one window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WindowState {
     /// Window name (`5m`, `1h`, `24h`, `7d`).
     pub window: String,
@@ -116,6 +117,7 @@ pub struct WindowState {
 
 /// An account's live window state, for analysts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountState {
     /// The account.
     pub account_id: String,
@@ -135,6 +137,7 @@ pub struct AccountState {
 
 /// A point on earth.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Location {
     /// Latitude in degrees.
     pub lat: f64,

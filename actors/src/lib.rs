@@ -36,6 +36,7 @@ pub mod events;
 pub mod features;
 pub mod health;
 pub mod job;
+pub mod labels;
 pub mod scorer;
 pub mod scoring;
 pub mod settings;

@@ -6,6 +6,7 @@ use tokio_postgres::NoTls;
 
 use crate::{
     events::TransactionCreated,
+    labels::{Label, LabelValue, NewLabel},
     scoring::{Decision, HIGH_THRESHOLD, RiskLabel},
     settings::DatabaseSettings,
 };
@@ -198,4 +199,63 @@ pub async fn raw_payload(pool: &Pool, transaction_id: &str) -> Result<Option<Val
         .query_opt("SELECT raw FROM transactions WHERE transaction_id = $1", &[&transaction_id])
         .await?;
     Ok(row.map(|r| r.get(0)))
+}
+
+/// What recording a label did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelOutcome {
+    /// A new label was stored.
+    Created(Label),
+    /// The same label was already there (an idempotent retry).
+    Unchanged(Label),
+    /// A different label is already there; it was left as it is.
+    Conflict(Label),
+    /// No such (processed) transaction.
+    UnknownTransaction,
+}
+
+/// Records a label, idempotently: the first label of a transaction wins.
+pub async fn record_label(
+    pool: &Pool,
+    transaction_id: &str,
+    new: &NewLabel,
+) -> Result<LabelOutcome, StoreError> {
+    let client = pool.get().await?;
+    let label_of = |row: &tokio_postgres::Row| -> Option<Label> {
+        let value = match row.get::<_, &str>(1) {
+            "fraud" => LabelValue::Fraud,
+            "legit" => LabelValue::Legit,
+            _ => return None,
+        };
+        Some(Label {
+            transaction_id: row.get(0),
+            label: value,
+            source: row.get(2),
+            note: row.get(3),
+            labeled_at: row.get(4),
+        })
+    };
+    let inserted = client
+        .query_opt(
+            "INSERT INTO labels (transaction_id, label, source, note)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM transactions WHERE transaction_id = $1)
+             ON CONFLICT (transaction_id) DO NOTHING
+             RETURNING transaction_id, label, source, note, labeled_at",
+            &[&transaction_id, &new.label.as_str(), &new.source, &new.note],
+        )
+        .await?;
+    if let Some(label) = inserted.as_ref().and_then(label_of) {
+        return Ok(LabelOutcome::Created(label));
+    }
+    let existing = client
+        .query_opt(
+            "SELECT transaction_id, label, source, note, labeled_at FROM labels WHERE transaction_id = $1",
+            &[&transaction_id],
+        )
+        .await?;
+    Ok(match existing.as_ref().and_then(label_of) {
+        Some(label) if label.label == new.label => LabelOutcome::Unchanged(label),
+        Some(label) => LabelOutcome::Conflict(label),
+        None => LabelOutcome::UnknownTransaction,
+    })
 }

@@ -86,7 +86,8 @@ pub struct Transaction {
 }
 
 /// One reason a field was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// The JSON field name (or `body` for the document itself).
     pub field: String,
@@ -180,6 +181,17 @@ impl Transaction {
     }
 }
 
+/// Why `s` is not a valid identifier (transaction, account or merchant id), if it is not.
+pub fn identifier_problem(s: &str) -> Option<String> {
+    if s.is_empty() || s.len() > MAX_ID_LEN {
+        return Some(format!("must be 1 to {MAX_ID_LEN} characters"));
+    }
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
+        return Some("may only contain A-Z, a-z, 0-9 and - _ . :".into());
+    }
+    None
+}
+
 /// Walks the fields of one body, collecting errors instead of stopping at the first.
 struct Checker<'a> {
     obj: &'a Map<String, Value>,
@@ -212,13 +224,10 @@ impl Checker<'_> {
 
     fn identifier(&mut self, field: &str) -> Option<String> {
         let s = self.string(field)?;
-        if s.is_empty() || s.len() > MAX_ID_LEN {
-            return self.fail(field, format!("must be 1 to {MAX_ID_LEN} characters"));
+        match identifier_problem(&s) {
+            Some(why) => self.fail(field, why),
+            None => Some(s),
         }
-        if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
-            return self.fail(field, "may only contain A-Z, a-z, 0-9 and - _ . :");
-        }
-        Some(s)
     }
 
     fn amount(&mut self, field: &str) -> Option<Decimal> {

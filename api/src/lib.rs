@@ -13,7 +13,7 @@ use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
-use fraudsense_actors::{Settings, settings::HttpSettings, store, topology::Topology};
+use fraudsense_actors::{Settings, features::WindowStore, settings::HttpSettings, store, topology::Topology};
 use problem::ApiError;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 pub mod body;
 pub mod gate;
+pub mod openapi;
 pub mod problem;
 pub mod publisher;
 pub mod routes;
@@ -63,7 +64,8 @@ impl Application {
             settings.http.rate_limit,
             settings.http.rate_window,
         );
-        let state = AppState { pool, redis, gate, publisher };
+        let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix);
+        let state = AppState { pool, redis, gate, windows, publisher };
         let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)
             .await
@@ -105,12 +107,25 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
     Router::new()
         .route("/transactions", post(routes::transactions::create))
         .route("/transactions/{transaction_id}", get(routes::transactions::get))
+        .route("/transactions/{transaction_id}/label", post(routes::transactions::label))
+        .route("/accounts/{account_id}", get(routes::accounts::get))
+        .route("/openapi.json", get(openapi_json))
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(protect)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    axum::Json(openapi::ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
 }
 
 async fn overloaded(error: BoxError) -> ApiError {

@@ -7,7 +7,23 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use fraudsense_actors::transaction::FieldError;
-use serde_json::json;
+
+/// An RFC 9457 problem document (the body of every error answer).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// URI naming the kind of problem, e.g. `urn:fraudsense:problem:validation`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong this time, in words a client developer can act on.
+    pub detail: String,
+    /// For validation problems: each invalid field and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -95,16 +111,19 @@ impl IntoResponse for ApiError {
                 "an internal error occurred; it has been logged".into()
             }
         };
-        let mut body = json!({
-            "type": format!("urn:fraudsense:problem:{slug}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        if let ApiError::Validation(errors) = &self {
-            body["errors"] = json!(errors);
-        }
-        let mut response = (status, body.to_string()).into_response();
+        let errors = match self {
+            ApiError::Validation(ref errors) => Some(errors.clone()),
+            _ => None,
+        };
+        let body = Problem {
+            kind: format!("urn:fraudsense:problem:{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match self {

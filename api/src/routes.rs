@@ -1,4 +1,5 @@
 //! The HTTP routes, one module per resource.
 
+pub mod accounts;
 pub mod health;
 pub mod transactions;

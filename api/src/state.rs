@@ -13,6 +13,8 @@ pub struct AppState {
     pub redis: fred::clients::Client,
     /// Idempotency and rate limits.
     pub gate: Gate,
+    /// The per-account windows (read-only here).
+    pub windows: fraudsense_actors::features::WindowStore,
     /// The confirm-mode broker publisher.
     pub publisher: Publisher,
 }

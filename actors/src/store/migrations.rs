@@ -9,8 +9,10 @@ use deadpool_postgres::Pool;
 use super::StoreError;
 
 /// `(version, name, sql)`, in the order they must run. Append only: never edit a shipped one.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/0001_initial.sql")),
+    (2, "labels", include_str!("../../migrations/0002_labels.sql")),
+];
 
 /// Arbitrary constant naming our advisory lock ("fraudsen" in ASCII).
 const LOCK_KEY: i64 = 0x6672_6175_6473_656e;

@@ -10,7 +10,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::Utc;
-use fraudsense_actors::{Transaction, TransactionCreated, store, transaction::MAX_ID_LEN};
+use fraudsense_actors::{
+    Transaction, TransactionCreated,
+    labels::{Label, NewLabel},
+    store::{self, LabelOutcome},
+    transaction::identifier_problem,
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -27,6 +32,30 @@ const RACE_POLL: Duration = Duration::from_millis(20);
 /// Validates the body and answers `202` once the broker confirmed the persistent message.
 /// The same `transaction_id` with the same body answers the same `202` without publishing
 /// again; with a different body, `409`.
+#[utoipa::path(
+    post,
+    path = "/transactions",
+    tag = "transactions",
+    request_body(content = crate::openapi::TransactionRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Confirmed by the broker: durably queued for scoring", body = crate::openapi::Accepted,
+            headers(
+                ("RateLimit-Limit" = u32, description = "Submissions allowed per window for this account"),
+                ("RateLimit-Remaining" = u32, description = "Submissions left in the window"),
+                ("RateLimit-Reset" = u32, description = "Seconds until the window resets"),
+                ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier identical request"),
+            )),
+        (status = 400, description = "Malformed JSON or bad UTF-8", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This transaction_id was already submitted with a different body", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (unknown, duplicate, missing, wrong type or out of range), each named", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The account exceeded its rate limit", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 503, description = "Not queued (broker unreachable, blocked or not confirming, or the server is at capacity): retry", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 #[tracing::instrument(skip_all, fields(component = "api", transaction_id, account_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -137,10 +166,22 @@ fn redis_down(error: fred::prelude::Error) -> ApiError {
 }
 
 /// The transaction with its score and alerts; `{"status": "queued"}` while it waits for a worker.
+#[utoipa::path(
+    get,
+    path = "/transactions/{transaction_id}",
+    tag = "transactions",
+    params(("transaction_id" = String, Path, description = "The client's transaction id")),
+    responses(
+        (status = 200, description = "The transaction, its decision and alerts (or only its queued status)", body = crate::openapi::TransactionView),
+        (status = 400, description = "Malformed id", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Never accepted (or forgotten and not processed)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database or Redis unavailable", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(component = "api", transaction_id = %id))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(ApiError::BadRequest(format!("transaction_id must be 1 to {MAX_ID_LEN} characters")));
+    if let Some(why) = identifier_problem(&id) {
+        return Err(ApiError::BadRequest(format!("transaction_id {why}")));
     }
     match store::transaction_view(&state.pool, &id).await {
         Ok(Some(view)) => Ok(Json(view)),
@@ -155,5 +196,57 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
             tracing::error!(%error, "transaction lookup failed");
             Err(ApiError::Unavailable { detail: "the database is unavailable; retry later", retry_after: 1 })
         }
+    }
+}
+
+/// Records a fraud/legit label for a processed transaction (feedback for supervised
+/// training). Idempotent: the same label again answers `200` with the stored label; a
+/// different label answers `409` and leaves the first one in place.
+#[utoipa::path(
+    post,
+    path = "/transactions/{transaction_id}/label",
+    tag = "labels",
+    params(("transaction_id" = String, Path, description = "The transaction to label")),
+    request_body(content = crate::openapi::LabelRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Label recorded", body = Label),
+        (status = 200, description = "The same label was already recorded", body = Label),
+        (status = 400, description = "Malformed JSON or id", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No processed transaction with this id", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A different label is already recorded", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(component = "api", transaction_id = %id))]
+pub async fn label(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if let Some(why) = identifier_problem(&id) {
+        return Err(ApiError::BadRequest(format!("transaction_id {why}")));
+    }
+    let raw = json_body(&headers, body)?;
+    let new = NewLabel::parse(&raw).map_err(ApiError::Validation)?;
+    let outcome = store::record_label(&state.pool, &id, &new).await.map_err(|error| {
+        tracing::error!(%error, "label not recorded");
+        ApiError::Unavailable { detail: "the database is unavailable; retry later", retry_after: 1 }
+    })?;
+    match outcome {
+        LabelOutcome::Created(label) => {
+            tracing::info!(label = label.label.as_str(), source = %label.source, "label recorded");
+            Ok((StatusCode::CREATED, Json(label)).into_response())
+        }
+        LabelOutcome::Unchanged(label) => Ok((StatusCode::OK, Json(label)).into_response()),
+        LabelOutcome::Conflict(existing) => Err(ApiError::Conflict(format!(
+            "transaction {id} is already labelled {} (by {})",
+            existing.label.as_str(),
+            existing.source
+        ))),
+        LabelOutcome::UnknownTransaction => Err(ApiError::NotFound("processed transaction")),
     }
 }

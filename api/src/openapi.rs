@@ -1,0 +1,250 @@
+//! The OpenAPI 3.1 description served at `GET /openapi.json`, generated from the handlers'
+//! annotations and the types below (which document bodies the handlers build as JSON).
+//! A test runs schemathesis against the live api to keep the two honest.
+
+use std::collections::BTreeMap;
+
+use fraudsense_actors::{
+    features::{AccountState, Location, WindowState},
+    labels::{Label, LabelValue},
+    transaction::FieldError,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::problem::Problem;
+
+/// The whole document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "FraudSense",
+        description = "Real-time fraud detection: submit payments, read decisions with their explanations, label outcomes.",
+        license(name = "MIT")
+    ),
+    paths(
+        crate::routes::transactions::create,
+        crate::routes::transactions::get,
+        crate::routes::transactions::label,
+        crate::routes::accounts::get,
+        crate::routes::health::health,
+        crate::routes::health::ready,
+    ),
+    components(schemas(
+        TransactionRequest, Accepted, TransactionView, ScoreView, ReasonView, AlertView, LabelRequest,
+        Problem, FieldError, AccountState, WindowState, Location, Label, LabelValue, Health, Readiness,
+    )),
+    tags(
+        (name = "transactions", description = "Ingest and decisions"),
+        (name = "labels", description = "Ground truth for supervised training"),
+        (name = "accounts", description = "Live per-account window state"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// A payment to score. Unknown fields and duplicate keys are rejected.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionRequest {
+    /// The client's unique id; the idempotency key.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$", min_length = 1, max_length = 128)]
+    pub transaction_id: String,
+    /// The paying account.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$", min_length = 1, max_length = 128)]
+    pub account_id: String,
+    /// Positive decimal, at most 4 fractional digits, at most 1e9; a JSON number is also
+    /// accepted and read exactly as written.
+    #[schema(pattern = r"^[0-9]{1,10}(\.[0-9]{1,4})?$", example = "125.50")]
+    pub amount: String,
+    /// ISO 4217 alphabetic code.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
+    pub currency: String,
+    /// When the payment happened: RFC 3339 with offset, at most 5 minutes in the future.
+    #[schema(format = DateTime, example = "2026-11-01T10:15:00Z")]
+    pub timestamp: String,
+    /// The merchant being paid.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$", min_length = 1, max_length = 128)]
+    pub merchant_id: String,
+    /// Latitude, with `geo_lon`.
+    #[schema(minimum = -90.0, maximum = 90.0)]
+    pub geo_lat: Option<f64>,
+    /// Longitude, with `geo_lat`.
+    #[schema(minimum = -180.0, maximum = 180.0)]
+    pub geo_lon: Option<f64>,
+    /// ISO 3166-1 alpha-2 country.
+    #[schema(pattern = "^[A-Z]{2}$", example = "FR")]
+    pub country: Option<String>,
+    /// Payment channel.
+    #[schema(value_type = Option<String>, example = "web")]
+    pub channel: Option<ChannelName>,
+    /// Free-form client data (object, at most 8 KiB serialised).
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// Payment channels.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelName {
+    /// Card present.
+    Pos,
+    /// Online.
+    Web,
+    /// Mobile app.
+    Mobile,
+    /// Cash machine.
+    Atm,
+    /// Mail or telephone order.
+    Moto,
+}
+
+/// The answer to an accepted (or idempotently replayed) submission.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// The submitted id.
+    pub transaction_id: String,
+    /// Always `queued`: durably on the broker, waiting for a worker.
+    #[schema(example = "queued")]
+    pub status: String,
+}
+
+/// Processing state of a transaction.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewStatus {
+    /// Accepted, not processed yet.
+    Queued,
+    /// Recorded without a score (not produced by this version).
+    Received,
+    /// Scored: `score` is present.
+    Scored,
+}
+
+/// A transaction with its decision and alerts. While it is queued only `transaction_id` and
+/// `status` are present.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TransactionView {
+    /// The client's id.
+    pub transaction_id: String,
+    /// Where it is in the pipeline.
+    pub status: ViewStatus,
+    /// The paying account.
+    pub account_id: Option<String>,
+    /// Decimal amount as a string.
+    pub amount: Option<String>,
+    /// ISO 4217 code.
+    pub currency: Option<String>,
+    /// Event time.
+    #[schema(format = DateTime)]
+    pub timestamp: Option<String>,
+    /// The merchant.
+    pub merchant_id: Option<String>,
+    /// Latitude.
+    pub geo_lat: Option<f64>,
+    /// Longitude.
+    pub geo_lon: Option<f64>,
+    /// Country.
+    pub country: Option<String>,
+    /// Channel.
+    pub channel: Option<String>,
+    /// Client metadata.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// When the api accepted it.
+    #[schema(format = DateTime)]
+    pub received_at: Option<String>,
+    /// When the worker recorded it.
+    #[schema(format = DateTime)]
+    pub processed_at: Option<String>,
+    /// The decision, once scored.
+    pub score: Option<ScoreView>,
+    /// Alerts raised for it.
+    pub alerts: Option<Vec<AlertView>>,
+}
+
+/// A decision and its explanation.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ScoreView {
+    /// Model that produced the score.
+    pub model_version: String,
+    /// Rule set that produced the reasons.
+    pub rules_version: String,
+    /// Risk in [0, 1].
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub score: f64,
+    /// LOW, MEDIUM or HIGH.
+    #[schema(example = "HIGH")]
+    pub risk_label: String,
+    /// Rules that fired.
+    pub reasons: Vec<ReasonView>,
+    /// The feature vector.
+    #[schema(value_type = Object)]
+    pub features: Value,
+    /// Each input's contribution to the score.
+    pub contributions: BTreeMap<String, f64>,
+    /// When it was scored.
+    #[schema(format = DateTime)]
+    pub scored_at: String,
+}
+
+/// A fired rule.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ReasonView {
+    /// Stable reason code.
+    pub code: String,
+    /// Explanation with the numbers.
+    pub detail: String,
+}
+
+/// An alert raised for a transaction.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AlertView {
+    /// Monotonic alert id.
+    pub alert_id: i64,
+    /// Risk label at the time.
+    pub risk_label: String,
+    /// Score at the time.
+    pub score: f64,
+    /// Comma-separated reason codes.
+    pub reason: String,
+    /// The threshold the score crossed.
+    pub threshold: f64,
+    /// When it was raised.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When an analyst acknowledged it.
+    #[schema(format = DateTime)]
+    pub acknowledged_at: Option<String>,
+}
+
+/// A label for a processed transaction.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    /// Fraud or legit.
+    pub label: LabelValue,
+    /// Who or what says so (default `analyst`).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub source: Option<String>,
+    /// Free text for the audit trail (at most 1000 characters).
+    #[schema(max_length = 1000)]
+    pub note: Option<String>,
+}
+
+/// Liveness.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// Readiness with each dependency's state.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not ready`.
+    pub status: String,
+    /// `up` or `down` per dependency.
+    pub checks: BTreeMap<String, String>,
+}
