@@ -119,9 +119,8 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .with_state(state)
 }
 
-async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    use utoipa::OpenApi;
-    axum::Json(openapi::ApiDoc::openapi())
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::document())
 }
 
 async fn not_found() -> ApiError {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use fraudsense_actors::{
     features::{AccountState, Location, WindowState},
     labels::{Label, LabelValue},
-    transaction::FieldError,
+    transaction::{FieldError, iso},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -43,6 +43,19 @@ use crate::problem::Problem;
     )
 )]
 pub struct ApiDoc;
+
+/// The document as served: the generated one, with the ISO code lists spelled out as enums
+/// (too long for an attribute) so generated clients and fuzzers know the valid values.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let properties = &mut doc["components"]["schemas"]["TransactionRequest"]["properties"];
+    if properties.is_object() {
+        properties["currency"]["enum"] = iso::CURRENCIES.iter().map(|c| Value::from(*c)).collect();
+        properties["country"]["enum"] =
+            iso::COUNTRIES.iter().map(|c| Value::from(*c)).chain([Value::Null]).collect();
+    }
+    doc
+}
 
 /// A payment to score. Unknown fields and duplicate keys are rejected.
 #[derive(Serialize, Deserialize, ToSchema)]

@@ -4,4 +4,5 @@
 mod health;
 mod helpers;
 mod idempotency;
+mod openapi;
 mod transactions;
