@@ -5,4 +5,5 @@ mod health;
 mod helpers;
 mod idempotency;
 mod openapi;
+mod properties;
 mod transactions;
