@@ -27,6 +27,19 @@ pub const WINDOWS: [(&str, i64); 4] = [
 /// How long window entries are kept: the longest window.
 pub const RETENTION_MS: i64 = WINDOWS[WINDOWS.len() - 1].1;
 
+/// Shared by both scripts: count and sum (4-decimal string) of the window of `len` ms
+/// ending at `at` (inclusive).
+const WINDOW_FN_LUA: &str = r"
+local function window(tx, amt, at, len)
+  local members = redis.call('ZRANGEBYSCORE', tx, '(' .. (at - len), at)
+  local sum = 0
+  if #members > 0 then
+    for _, a in ipairs(redis.call('HMGET', amt, unpack(members))) do sum = sum + (tonumber(a) or 0) end
+  end
+  return #members, string.format('%.4f', sum)
+end
+";
+
 /// Atomic update + read for one transaction. Returns, per window, `count` and `sum` (as a
 /// string: Redis would truncate a Lua float), then the previous event's time or -1.
 const OBSERVE_LUA: &str = r"
@@ -46,13 +59,9 @@ end
 for _, k in ipairs({tx, amt, last}) do redis.call('PEXPIRE', k, retention) end
 local out = {}
 for i = 8, #ARGV do
-  local members = redis.call('ZRANGEBYSCORE', tx, '(' .. (ts - tonumber(ARGV[i])), ts)
-  local sum = 0
-  if #members > 0 then
-    for _, a in ipairs(redis.call('HMGET', amt, unpack(members))) do sum = sum + (tonumber(a) or 0) end
-  end
-  out[#out + 1] = #members
-  out[#out + 1] = string.format('%.4f', sum)
+  local count, sum = window(tx, amt, ts, tonumber(ARGV[i]))
+  out[#out + 1] = count
+  out[#out + 1] = sum
 end
 local prev = redis.call('ZREVRANGEBYSCORE', tx, '(' .. ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
 out[#out + 1] = prev[2] or '-1'
@@ -68,13 +77,9 @@ local l = redis.call('HMGET', last, 'ts', 'id', 'lat', 'lon', 'merchant')
 if at < 0 then at = tonumber(l[1]) or 0 end
 local out = {tostring(at)}
 for i = 2, #ARGV do
-  local members = redis.call('ZRANGEBYSCORE', tx, '(' .. (at - tonumber(ARGV[i])), at)
-  local sum = 0
-  if #members > 0 then
-    for _, a in ipairs(redis.call('HMGET', amt, unpack(members))) do sum = sum + (tonumber(a) or 0) end
-  end
-  out[#out + 1] = tostring(#members)
-  out[#out + 1] = string.format('%.4f', sum)
+  local count, sum = window(tx, amt, at, tonumber(ARGV[i]))
+  out[#out + 1] = tostring(count)
+  out[#out + 1] = sum
 end
 for i = 1, 5 do out[#out + 1] = l[i] or '' end
 return out
@@ -165,8 +170,8 @@ impl WindowStore {
     pub fn new(client: Client, prefix: &str) -> Self {
         Self {
             client,
-            observe: Script::from_lua(OBSERVE_LUA),
-            state: Script::from_lua(STATE_LUA),
+            observe: Script::from_lua(format!("{WINDOW_FN_LUA}{OBSERVE_LUA}")),
+            state: Script::from_lua(format!("{WINDOW_FN_LUA}{STATE_LUA}")),
             prefix: prefix.to_owned(),
         }
     }

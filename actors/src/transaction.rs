@@ -101,7 +101,8 @@ impl FieldError {
     }
 }
 
-const FIELDS: [&str; 11] = [
+/// Every field a transaction body may have.
+pub const FIELDS: [&str; 11] = [
     "transaction_id",
     "account_id",
     "amount",

@@ -7,6 +7,8 @@ use proptest::{
 };
 use serde_json::{Value, json};
 
+use fraudsense_actors::transaction::FIELDS;
+
 use crate::helpers::{spawn_app_with, transaction};
 
 /// One way of breaking an otherwise valid body, applied to its JSON text.
@@ -21,17 +23,10 @@ enum Breakage {
 
 const REQUIRED: [&str; 6] =
     ["transaction_id", "account_id", "amount", "currency", "timestamp", "merchant_id"];
-const STRINGS: [&str; 9] = [
-    "transaction_id",
-    "account_id",
-    "amount",
-    "currency",
-    "timestamp",
-    "merchant_id",
-    "country",
-    "channel",
-    "merchant_id",
-];
+/// Fields whose value must be a string.
+fn string_fields() -> Vec<&'static str> {
+    FIELDS.iter().copied().filter(|f| !f.starts_with("geo_") && *f != "metadata").collect()
+}
 
 fn wrong_type() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -44,7 +39,7 @@ fn wrong_type() -> impl Strategy<Value = Value> {
 fn breakage() -> impl Strategy<Value = Breakage> {
     prop_oneof![
         proptest::sample::select(REQUIRED.to_vec()).prop_map(Breakage::Remove),
-        (proptest::sample::select(STRINGS.to_vec()), wrong_type()).prop_map(|(f, v)| Breakage::Set(f, v)),
+        (proptest::sample::select(string_fields()), wrong_type()).prop_map(|(f, v)| Breakage::Set(f, v)),
         // Amounts that are not positive decimals with at most 4 places below 1e9.
         prop_oneof![
             (-1_000_000i64..=0).prop_map(|n| json!(n.to_string())),
@@ -83,9 +78,7 @@ fn breakage() -> impl Strategy<Value = Breakage> {
         ]
         .prop_map(|s| Breakage::Set("transaction_id", json!(s))),
         ("[a-z_]{1,12}", wrong_type())
-            .prop_filter("unknown name", |(k, _)| !STRINGS.contains(&k.as_str())
-                && !k.starts_with("geo")
-                && k != "metadata")
+            .prop_filter("unknown name", |(k, _)| !FIELDS.contains(&k.as_str()))
             .prop_map(|(k, v)| Breakage::Unknown(k, v)),
         proptest::sample::select(REQUIRED.to_vec()).prop_map(Breakage::Duplicate),
         proptest::collection::vec(any::<u8>(), 0..64)

@@ -62,6 +62,26 @@ impl Pipeline {
         self.node = Some(node);
     }
 
+    pub async fn stop_worker(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop().await;
+        }
+    }
+
+    /// Any request to the api, returning the response.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, format!("http://{}{path}", self.api));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.unwrap_or_else(|e| panic!("request failed: {e}"))
+    }
+
     pub async fn post(&self, body: &Value) -> u16 {
         self.http
             .post(format!("http://{}/transactions", self.api))

@@ -2,5 +2,6 @@
 //! Redis and RabbitMQ, each test on its own database, broker names and Redis prefix.
 
 mod helpers;
+mod reads;
 mod recovery;
 mod scoring;
