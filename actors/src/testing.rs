@@ -199,6 +199,7 @@ pub struct ChaosProxy {
     addr: std::net::SocketAddr,
     stalled: tokio::sync::watch::Sender<bool>,
     cut: tokio::sync::watch::Sender<u64>,
+    inject: tokio::sync::broadcast::Sender<Vec<u8>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -209,6 +210,8 @@ impl ChaosProxy {
         let addr = listener.local_addr()?;
         let (stalled, stalled_rx) = tokio::sync::watch::channel(false);
         let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let (inject, _) = tokio::sync::broadcast::channel::<Vec<u8>>(16);
+        let injector = inject.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
@@ -218,8 +221,8 @@ impl ChaosProxy {
                 let (sr, sw) = server.into_split();
                 let mut cut_rx = cut_rx.clone();
                 cut_rx.mark_unchanged();
-                let up = pump(cr, sw, stalled_rx.clone());
-                let down = pump(sr, cw, stalled_rx.clone());
+                let up = pump(cr, sw, stalled_rx.clone(), None);
+                let down = pump(sr, cw, stalled_rx.clone(), Some(injector.subscribe()));
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = async { tokio::join!(up, down) } => {},
@@ -228,7 +231,7 @@ impl ChaosProxy {
                 });
             }
         });
-        Ok(Self { addr, stalled, cut, accept })
+        Ok(Self { addr, stalled, cut, inject, accept })
     }
 
     /// Where clients should connect.
@@ -246,6 +249,19 @@ impl ChaosProxy {
         self.stalled.send_replace(false);
     }
 
+    /// Sends the broker's `connection.blocked` (resource alarm) to every current client, as
+    /// if from the broker. Meant for idle connections, where it lands between frames.
+    pub fn block(&self, reason: &str) {
+        let mut args = vec![u8::try_from(reason.len()).unwrap_or(u8::MAX)];
+        args.extend_from_slice(&reason.as_bytes()[..usize::from(args[0])]);
+        let _ = self.inject.send(amqp_connection_method(60, &args));
+    }
+
+    /// Sends `connection.unblocked` to every current client.
+    pub fn unblock(&self) {
+        let _ = self.inject.send(amqp_connection_method(61, &[]));
+    }
+
     /// Closes every current connection; new ones are accepted as before.
     pub fn cut_connections(&self) {
         self.cut.send_modify(|n| *n += 1);
@@ -259,18 +275,46 @@ impl Drop for ChaosProxy {
     }
 }
 
-/// Copies `from` to `to`, waiting while `stalled` is true.
+/// An AMQP 0-9-1 method frame on channel 0 of class `connection` (10).
+fn amqp_connection_method(method: u16, args: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0, 10];
+    payload.extend_from_slice(&method.to_be_bytes());
+    payload.extend_from_slice(args);
+    let mut frame = vec![1, 0, 0];
+    frame.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(0).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame.push(0xCE);
+    frame
+}
+
+/// Copies `from` to `to`, waiting while `stalled` is true; writes injected bytes between
+/// chunks.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut stalled: tokio::sync::watch::Receiver<bool>,
+    mut injected: Option<tokio::sync::broadcast::Receiver<Vec<u8>>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let injection = async {
+            match injected.as_mut() {
+                Some(rx) => rx.recv().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            Some(bytes) = injection => {
+                if to.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         if stalled.wait_for(|s| !*s).await.is_err() {
             return;

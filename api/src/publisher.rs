@@ -141,6 +141,11 @@ impl Publisher {
         }
     }
 
+    /// Whether a usable connection exists right now (never attempts one).
+    pub fn connected(&self) -> bool {
+        self.current().is_some_and(|l| l.usable())
+    }
+
     /// Publishes awaiting their confirm right now.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Relaxed)

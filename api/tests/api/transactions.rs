@@ -132,6 +132,8 @@ async fn a_broker_that_stops_confirming_is_a_bounded_503_and_the_api_recovers_by
     assert!(started.elapsed() < Duration::from_secs(5), "503 must come within a bounded time");
     assert!(response.headers().contains_key("retry-after"));
     problem(response, 503).await;
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status().as_u16(), 503, "an unconfirming broker is reported by /ready");
     proxy.resume();
 
     // Cut: the connection is gone; the api reconnects on its own (bounded polling).
@@ -148,6 +150,22 @@ async fn a_broker_that_stops_confirming_is_a_bounded_503_and_the_api_recovers_by
     }
     assert_eq!(statuses.last(), Some(&202), "never recovered: {statuses:?}");
     assert!(statuses.iter().all(|s| *s == 202 || *s == 503), "only 202 or 503 allowed: {statuses:?}");
+    assert_eq!(app.get("/ready").await.status().as_u16(), 200, "ready again once confirms flow");
+
+    // Cut again and send nothing at all: the watchdog reconnects on its own.
+    proxy.cut_connections();
+    fraudsense_actors::testing::eventually(Duration::from_secs(10), "the connection to drop", || async {
+        Ok((!app.publisher.connected()).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    fraudsense_actors::testing::eventually(
+        Duration::from_secs(15),
+        "a reconnect without traffic",
+        || async { Ok(app.publisher.connected().then_some(())) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(app.get("/health").await.status().as_u16(), 200);
     app.teardown().await;
 }
@@ -244,5 +262,41 @@ async fn a_request_that_outlives_its_timeout_is_a_503_and_its_retry_succeeds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(last, 202);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_blocked_broker_is_a_fast_503_and_not_ready_until_unblocked() {
+    let env = TestEnv::new().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (proxy, settings) = env.amqp_through_proxy().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let app = spawn_app_on(env, settings).await;
+    assert_eq!(app.post_json(&transaction("blk-0", "1")).await.status().as_u16(), 202);
+
+    // The broker raises a resource alarm: it sends connection.blocked and would hold every
+    // publish. The api must refuse at once instead of hanging.
+    proxy.block("low on memory");
+    let not_ready =
+        fraudsense_actors::testing::eventually(Duration::from_secs(10), "/ready to fail", || async {
+            let r = app.get("/ready").await;
+            Ok((r.status().as_u16() == 503).then_some(r))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let body: Value = not_ready.json().await.unwrap_or_default();
+    assert_eq!(body["checks"]["rabbitmq"], "down");
+    let started = Instant::now();
+    let refused = app.post_json(&transaction("blk-1", "1")).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "a blocked broker must not make requests wait");
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, 503).await;
+
+    proxy.unblock();
+    fraudsense_actors::testing::eventually(Duration::from_secs(10), "/ready to recover", || async {
+        Ok((app.get("/ready").await.status().as_u16() == 200).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(app.post_json(&transaction("blk-1", "1")).await.status().as_u16(), 202);
+    assert_eq!(app.queued().await, 2);
     app.teardown().await;
 }
