@@ -297,8 +297,10 @@ mod readme {
     #[test]
     fn readme_configuration_table_matches_the_code() {
         let readme = include_str!("../../README.md");
+        let section = readme.split("## Configuration").nth(1).unwrap_or_default();
+        let section = section.split("\n## ").next().unwrap_or_default();
         let rows: Vec<&str> =
-            readme.lines().filter(|l| l.starts_with("| `") && l.matches('|').count() == 4).collect();
+            section.lines().filter(|l| l.starts_with("| `") && l.matches('|').count() == 4).collect();
         for (var, default, _) in VARIABLES {
             let row = format!("| `{var}` | `{default}` |");
             assert!(rows.iter().any(|r| r.starts_with(&row)), "README lacks the row {row}");
