@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 RUN_DIR=.run
 BIN=target/release
 API_ADDR=${FRAUDSENSE_API_ADDR:-127.0.0.1:8080}
-WORKER_ADDR=${FRAUDSENSE_WORKER_ADDR:-127.0.0.1:9090}
+WORKER_ADDR=${FRAUDSENSE_WORKER_ADDR:-127.0.0.1:9100}
 export LOG_FORMAT=${LOG_FORMAT:-json}
 
 alive() { [[ -f "$RUN_DIR/$1.pid" ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
@@ -78,7 +78,7 @@ case "${1:-}" in
 
 FraudSense is up.
   api          http://$API_ADDR   (POST /transactions, GET /transactions/{id}, /health, /ready)
-  worker       http://$WORKER_ADDR/ready
+  worker       http://$WORKER_ADDR/ready   (/metrics, /health)
   RabbitMQ UI  http://127.0.0.1:15672   (guest / guest)
   logs         make logs        stop: make down
 MSG

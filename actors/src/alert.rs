@@ -41,6 +41,18 @@ impl Actor for AlertActor {
         match store::record_decision(pool, &job.event, &decision).await {
             Ok(recorded) => {
                 let tx = &job.event.transaction;
+                if recorded.new_transaction {
+                    let label = decision.risk_label.as_str();
+                    metrics::counter!("transactions_processed_total", "risk_label" => label).increment(1);
+                    let latency = (chrono::Utc::now() - job.event.received_at).to_std().unwrap_or_default();
+                    metrics::histogram!("transaction_processing_seconds").record(latency.as_secs_f64());
+                } else {
+                    metrics::counter!("duplicate_deliveries_total").increment(1);
+                }
+                if recorded.alert_id.is_some() {
+                    metrics::counter!("alerts_created_total", "risk_label" => decision.risk_label.as_str())
+                        .increment(1);
+                }
                 if let Some(alert_id) = recorded.alert_id {
                     tracing::info!(
                         component = "alert",

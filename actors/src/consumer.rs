@@ -120,6 +120,7 @@ impl Actor for ConsumerActor {
                     Err(error) => {
                         // Retrying cannot fix a body we cannot read: dead-letter it now.
                         tracing::error!(component = "consumer", %error, "undecodable message dead-lettered");
+                        metrics::counter!("dead_lettered_total", "reason" => "undecodable").increment(1);
                         settle_nack(&acker, false).await;
                         return Ok(());
                     }
@@ -147,7 +148,9 @@ impl Actor for ConsumerActor {
                 Err(format!("account actor {:?} failed: {error}", cell.get_id()).into())
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
+                let before = state.accounts.len();
                 state.accounts.retain(|_, a| a.get_id() != cell.get_id());
+                metrics::gauge!("worker_account_actors").decrement((before - state.accounts.len()) as f64);
                 Ok(())
             }
             _ => Ok(()),
@@ -160,6 +163,8 @@ impl Actor for ConsumerActor {
         state: &mut ConsumerState,
     ) -> Result<(), ActorProcessingErr> {
         state.forwarder.abort();
+        metrics::gauge!("worker_account_actors").decrement(state.accounts.len() as f64);
+        state.accounts.clear();
         myself.stop_children(None);
         // Closing returns unacked deliveries to the queue; bounded so shutdown cannot hang.
         let close = async {
@@ -189,6 +194,7 @@ impl ConsumerActor {
         };
         let (actor, _) = Actor::spawn_linked(None, AccountActor, args, myself.get_cell()).await?;
         state.accounts.insert(account_id.to_owned(), actor.clone());
+        metrics::gauge!("worker_account_actors").increment(1.0);
         Ok(actor)
     }
 }

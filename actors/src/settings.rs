@@ -24,7 +24,7 @@ pub struct SettingsError {
 /// The README's configuration table is checked against this list by a test.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("FRAUDSENSE_API_ADDR", "127.0.0.1:8080", "address the api listens on"),
-    ("FRAUDSENSE_WORKER_ADDR", "127.0.0.1:9090", "address the worker serves /health and /ready on"),
+    ("FRAUDSENSE_WORKER_ADDR", "127.0.0.1:9100", "address the worker serves /metrics, /health and /ready on"),
     (
         "DATABASE_URL",
         "postgres://postgres:postgres@127.0.0.1:5432/fraudsense",

@@ -45,6 +45,7 @@ impl Application {
     /// Connects to PostgreSQL, Redis and RabbitMQ, migrates if configured, declares the
     /// broker topology and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        fraudsense_actors::telemetry::metrics();
         let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
@@ -110,6 +111,7 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .route("/transactions/{transaction_id}/label", post(routes::transactions::label))
         .route("/accounts/{account_id}", get(routes::accounts::get))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(|| async { fraudsense_actors::telemetry::metrics().render() }))
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .fallback(not_found)

@@ -2,7 +2,7 @@
 //!
 //! Connects to PostgreSQL and Redis, starts the supervision tree from
 //! [`fraudsense_actors`] (which connects to RabbitMQ itself and reconnects on failure) and
-//! serves `/health` and `/ready`. [`Node::start`] builds it from [`Settings`]; the binary
+//! serves `/metrics`, `/health` and `/ready`. [`Node::start`] builds it from [`Settings`]; the binary
 //! and the tests start it the same way.
 
 use std::{net::SocketAddr, time::Duration};
@@ -41,6 +41,7 @@ struct Health {
 impl Node {
     /// Connects, migrates if configured, starts the actor tree and the health server.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        fraudsense_actors::telemetry::metrics();
         let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
@@ -60,6 +61,7 @@ impl Node {
         let app = Router::new()
             .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
             .route("/ready", get(ready))
+            .route("/metrics", get(|| async { fraudsense_actors::telemetry::metrics().render() }))
             .with_state(health);
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {

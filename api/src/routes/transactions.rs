@@ -62,7 +62,29 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = json_body(&headers, body)?;
+    let result = ingest(&state, &headers, body).await;
+    let outcome = match &result {
+        Ok(response) if response.headers().contains_key(REPLAYED) => "replayed",
+        Ok(_) => "accepted",
+        Err(ApiError::Conflict(_)) => "conflict",
+        Err(ApiError::RateLimited(_)) => "rate_limited",
+        Err(ApiError::Unavailable { .. } | ApiError::Internal(_)) => "unavailable",
+        Err(_) => "rejected",
+    };
+    metrics::counter!("transactions_ingested_total", "outcome" => outcome).increment(1);
+    result
+}
+
+/// Header marking an answer that repeats an earlier identical request's.
+const REPLAYED: &str = "idempotent-replayed";
+
+/// The body of [`create`].
+async fn ingest(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = json_body(headers, body)?;
     let transaction = Transaction::parse(&raw, Utc::now()).map_err(ApiError::Validation)?;
     let span = tracing::Span::current();
     span.record("transaction_id", transaction.transaction_id.as_str());
@@ -151,7 +173,7 @@ fn accepted(id: &str, rate: Option<&RateStatus>, replayed: bool) -> Response {
         rate_limit_headers(headers, rate);
     }
     if replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        headers.insert(REPLAYED, HeaderValue::from_static("true"));
     }
     response
 }

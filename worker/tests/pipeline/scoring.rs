@@ -16,6 +16,18 @@ async fn a_posted_transaction_is_scored_and_explained() {
     assert_eq!(view["score"]["features"]["tx_count_1h"], 1);
     assert!(view["score"]["contributions"]["amount"].is_number());
     assert_eq!(view["alerts"], serde_json::json!([]));
+
+    // Both binaries export Prometheus metrics (worker on its own port).
+    let worker = p.node.as_ref().map(|n| n.addr()).unwrap_or_else(|| panic!("no worker"));
+    let text = p.http.get(format!("http://{worker}/metrics")).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let text = text.text().await.unwrap_or_default();
+    for name in
+        ["transactions_processed_total", "transaction_processing_seconds_bucket", "worker_account_actors"]
+    {
+        assert!(text.contains(name), "worker /metrics lacks {name}:\n{text}");
+    }
+    let text = p.request(reqwest::Method::GET, "/metrics", None).await.text().await.unwrap_or_default();
+    assert!(text.contains("transactions_ingested_total{outcome=\"accepted\"}"), "api /metrics:\n{text}");
     p.teardown().await;
 }
 
