@@ -93,14 +93,14 @@ async fn ingest(
     let fp = fingerprint(&raw);
 
     // 1. Idempotency: claim the id, or answer as the earlier request was answered.
-    if let Some(answer) = claim(&state, &id, &fp).await? {
+    if let Some(answer) = claim(state, &id, &fp).await? {
         return Ok(answer);
     }
 
     // 2. Rate limit (only new transactions count; replays above are free).
     let rate = state.gate.count(&transaction.account_id).await.map_err(redis_down)?;
     if !rate.allowed {
-        release(&state, &id, &fp).await;
+        release(state, &id, &fp).await;
         return Err(ApiError::RateLimited(rate));
     }
 
@@ -119,7 +119,7 @@ async fn ingest(
     let event = TransactionCreated::new(transaction, raw, Utc::now());
     if let Err(error) = state.publisher.publish(&event).await {
         tracing::warn!(%error, "publish not confirmed");
-        release(&state, &id, &fp).await;
+        release(state, &id, &fp).await;
         return Err(match error {
             PublishError::Encode(e) => ApiError::Internal(e.into()),
             _ => ApiError::Unavailable {
