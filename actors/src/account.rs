@@ -47,16 +47,23 @@ impl Actor for AccountActor {
         state: &mut AccountArgs,
     ) -> Result<(), ActorProcessingErr> {
         let AccountMsg::Observe(job) = msg;
-        match state.windows.observe(&job.event.transaction).await {
-            Ok(features) => {
-                if let Err(error) = state.scorer.cast(ScorerMsg::Score { job, features }) {
-                    return Err(format!("scorer unavailable: {error}").into());
-                }
-            }
+        let features = match state.windows.observe(&job.event.transaction).await {
+            Ok(features) => Some(features),
             Err(error) => {
-                tracing::warn!(component = "account", account_id = %state.account_id, %error, "window update failed");
-                job.retry("redis window update failed").await;
+                // Users want a decision in the payment path more than a perfect one: score on
+                // the transaction's own rules, flag the decision degraded, and count it.
+                tracing::warn!(
+                    component = "account",
+                    account_id = %state.account_id,
+                    transaction_id = job.transaction_id(),
+                    %error,
+                    "feature store unavailable; scoring degraded"
+                );
+                None
             }
+        };
+        if let Err(error) = state.scorer.cast(ScorerMsg::Score { job, features }) {
+            return Err(format!("scorer unavailable: {error}").into());
         }
         Ok(())
     }

@@ -5,13 +5,16 @@
 //! queue, which is what makes "a failure mid-message means redelivery" hold for the whole
 //! pipeline.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, ConnectionProperties,
     message::Delivery,
-    options::{BasicConsumeOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
     types::FieldTable,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -22,7 +25,7 @@ use crate::{
     account::{AccountActor, AccountArgs, AccountMsg},
     events::TransactionCreated,
     features::WindowStore,
-    job::{Job, settle_nack},
+    job::{Job, Settlement},
     scorer::ScorerMsg,
     settings::AmqpSettings,
     topology::Topology,
@@ -35,6 +38,13 @@ pub enum ConsumerMsg {
     Delivery(Box<Delivery>),
     /// The delivery stream ended (connection or channel lost): fail so we get restarted.
     StreamEnded(String),
+    /// Deliveries whose outcome is known.
+    Settle {
+        /// Their tags on our channel.
+        tags: Vec<u64>,
+        /// Ack (committed) or retry.
+        how: Settlement,
+    },
 }
 
 /// Start-up arguments of the consumer.
@@ -57,6 +67,10 @@ pub struct ConsumerState {
     channel: Channel,
     forwarder: JoinHandle<()>,
     accounts: HashMap<String, ActorRef<AccountMsg>>,
+    /// Delivered and not yet settled.
+    outstanding: BTreeSet<u64>,
+    /// Committed but not yet acked, because a lower tag is still outstanding.
+    committed: BTreeSet<u64>,
 }
 
 /// Consumes `transaction.created` and fans out to account actors.
@@ -103,7 +117,15 @@ impl Actor for ConsumerActor {
             let _ = me.cast(ConsumerMsg::StreamEnded(reason));
         });
         tracing::info!(component = "consumer", queue = %args.topology.created_queue, "consuming");
-        Ok(ConsumerState { args, connection, channel, forwarder, accounts: HashMap::new() })
+        Ok(ConsumerState {
+            args,
+            connection,
+            channel,
+            forwarder,
+            accounts: HashMap::new(),
+            outstanding: BTreeSet::new(),
+            committed: BTreeSet::new(),
+        })
     }
 
     async fn handle(
@@ -114,24 +136,28 @@ impl Actor for ConsumerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConsumerMsg::Delivery(delivery) => {
-                let Delivery { data, acker, redelivered, .. } = *delivery;
+                let Delivery { data, delivery_tag, redelivered, .. } = *delivery;
                 let event = match TransactionCreated::decode(&data) {
                     Ok(event) => event,
                     Err(error) => {
                         // Retrying cannot fix a body we cannot read: dead-letter it now.
                         tracing::error!(component = "consumer", %error, "undecodable message dead-lettered");
                         metrics::counter!("dead_lettered_total", "reason" => "undecodable").increment(1);
-                        settle_nack(&acker, false).await;
+                        let reject = BasicNackOptions { requeue: false, multiple: false };
+                        state.channel.basic_nack(delivery_tag, reject).await?;
                         return Ok(());
                     }
                 };
+                state.outstanding.insert(delivery_tag);
                 let account = self.account(&myself, state, &event.transaction.account_id).await?;
-                if let Err(error) = account.cast(AccountMsg::Observe(Job::new(event, acker, redelivered))) {
+                let job = Job::new(event, delivery_tag, redelivered, myself.clone());
+                if let Err(error) = account.cast(AccountMsg::Observe(job)) {
                     return Err(format!("account actor unavailable: {error}").into());
                 }
                 Ok(())
             }
             ConsumerMsg::StreamEnded(reason) => Err(format!("delivery stream ended: {reason}").into()),
+            ConsumerMsg::Settle { tags, how } => settle(state, tags, how).await,
         }
     }
 
@@ -174,6 +200,39 @@ impl Actor for ConsumerActor {
         let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
         Ok(())
     }
+}
+
+/// Records the outcome of `tags` and settles with the broker: retries are nacked one by one
+/// (back to the queue), acks go out as one `multiple` ack up to the highest tag below which
+/// nothing is outstanding, so a lower delivery still in the pipeline is never acked early.
+async fn settle(
+    state: &mut ConsumerState,
+    tags: Vec<u64>,
+    how: Settlement,
+) -> Result<(), ActorProcessingErr> {
+    for tag in tags {
+        if !state.outstanding.remove(&tag) {
+            continue; // Not ours (a previous channel) or already settled.
+        }
+        match how {
+            Settlement::Ack => {
+                state.committed.insert(tag);
+            }
+            Settlement::Retry => {
+                let requeue = BasicNackOptions { requeue: true, multiple: false };
+                state.channel.basic_nack(tag, requeue).await?;
+            }
+        }
+    }
+    let ackable = match state.outstanding.first() {
+        Some(lowest) => state.committed.range(..*lowest).next_back().copied(),
+        None => state.committed.last().copied(),
+    };
+    if let Some(upto) = ackable {
+        state.channel.basic_ack(upto, BasicAckOptions { multiple: true }).await?;
+        state.committed = state.committed.split_off(&(upto + 1));
+    }
+    Ok(())
 }
 
 impl ConsumerActor {

@@ -11,6 +11,11 @@
 //! Entries older than the longest window are trimmed and the keys expire, so memory is
 //! bounded by the traffic of one window.
 
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
 use chrono::{DateTime, Utc};
 use fred::{clients::Client, prelude::Error as RedisError, types::scripts::Script};
 use serde::{Deserialize, Serialize};
@@ -150,6 +155,22 @@ pub struct Location {
     pub lon: f64,
 }
 
+/// After a Redis failure, window updates are skipped for this long (circuit breaker), so
+/// an outage costs one timeout per second instead of one per transaction.
+pub const BREAKER_COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// Why the windows could not be updated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WindowError {
+    /// Redis answered with an error or not at all.
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    /// A recent failure opened the circuit breaker; Redis was not tried.
+    #[error("feature store unavailable (circuit open)")]
+    CircuitOpen,
+}
+
 /// Updates and reads the windows of one Redis deployment.
 #[derive(Clone)]
 pub struct WindowStore {
@@ -157,6 +178,7 @@ pub struct WindowStore {
     observe: Script,
     state: Script,
     prefix: String,
+    open_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for WindowStore {
@@ -173,6 +195,7 @@ impl WindowStore {
             observe: Script::from_lua(format!("{WINDOW_FN_LUA}{OBSERVE_LUA}")),
             state: Script::from_lua(format!("{WINDOW_FN_LUA}{STATE_LUA}")),
             prefix: prefix.to_owned(),
+            open_until: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -182,7 +205,23 @@ impl WindowStore {
     }
 
     /// Records `tx` in its account's windows and returns the features at its event time.
-    pub async fn observe(&self, tx: &Transaction) -> Result<Features, RedisError> {
+    /// Fails fast while the circuit breaker is open after a Redis failure.
+    pub async fn observe(&self, tx: &Transaction) -> Result<Features, WindowError> {
+        let open = self
+            .open_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|t| Instant::now() < t);
+        if open {
+            return Err(WindowError::CircuitOpen);
+        }
+        let result = self.observe_in_redis(tx).await;
+        let mut open_until = self.open_until.lock().unwrap_or_else(PoisonError::into_inner);
+        *open_until = result.is_err().then(|| Instant::now() + BREAKER_COOL_DOWN);
+        Ok(result?)
+    }
+
+    async fn observe_in_redis(&self, tx: &Transaction) -> Result<Features, RedisError> {
         let ts = tx.event_time().timestamp_millis();
         let mut args = vec![
             ts.to_string(),

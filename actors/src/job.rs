@@ -1,28 +1,45 @@
-//! The unit of work that travels down the actor pipeline, with the means to settle its
-//! delivery once (and only once) the outcome is known.
+//! The unit of work that travels down the actor pipeline, and how its delivery is settled.
+//!
+//! A job does not ack itself: it reports to the consumer that owns its channel, which acks
+//! with `multiple = true` up to the highest tag below which every delivery is settled
+//! (one ack frame for a whole committed batch), and nacks individually what must be retried.
 
-use lapin::{
-    Acker,
-    options::{BasicAckOptions, BasicNackOptions},
-};
+use ractor::ActorRef;
 
-use crate::events::TransactionCreated;
+use crate::{consumer::ConsumerMsg, events::TransactionCreated};
 
 /// One delivery of `transaction.created`, decoded.
 #[derive(Debug)]
 pub struct Job {
     /// The decoded event.
     pub event: TransactionCreated,
-    /// Settles the delivery on the channel it came from.
-    acker: Acker,
+    /// The delivery's tag on the consumer's channel.
+    pub tag: u64,
     /// Whether the broker has delivered it before (a retry or a takeover).
     pub redelivered: bool,
+    /// The consumer that owns the channel the delivery came on.
+    consumer: ActorRef<ConsumerMsg>,
+}
+
+/// How a batch of deliveries is to be settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Results committed: acknowledge.
+    Ack,
+    /// A transient failure: hand back to the broker for another attempt (the queue's
+    /// delivery limit dead-letters a message that keeps failing).
+    Retry,
 }
 
 impl Job {
-    /// Pairs an event with its delivery's acker.
-    pub fn new(event: TransactionCreated, acker: Acker, redelivered: bool) -> Self {
-        Self { event, acker, redelivered }
+    /// A job for delivery `tag` on `consumer`'s channel.
+    pub fn new(
+        event: TransactionCreated,
+        tag: u64,
+        redelivered: bool,
+        consumer: ActorRef<ConsumerMsg>,
+    ) -> Self {
+        Self { event, tag, redelivered, consumer }
     }
 
     /// The client's transaction id, for logs.
@@ -30,30 +47,23 @@ impl Job {
         &self.event.transaction.transaction_id
     }
 
-    /// Acknowledges: call only after the results are committed.
-    pub async fn ack(self) {
-        settle_ack(&self.acker, self.transaction_id()).await;
+    /// Settles every job in `jobs` the same way, one message per consumer.
+    pub fn settle_all(jobs: impl IntoIterator<Item = Job>, how: Settlement) {
+        let mut by_consumer: Vec<(ActorRef<ConsumerMsg>, Vec<u64>)> = Vec::new();
+        for job in jobs {
+            match by_consumer.iter_mut().find(|(c, _)| c.get_id() == job.consumer.get_id()) {
+                Some((_, tags)) => tags.push(job.tag),
+                None => by_consumer.push((job.consumer, vec![job.tag])),
+            }
+        }
+        for (consumer, tags) in by_consumer {
+            // A consumer that is gone took its channel with it: the broker redelivers.
+            let _ = consumer.cast(ConsumerMsg::Settle { tags, how });
+        }
     }
 
-    /// Hands the delivery back to the broker for another attempt. The queue's delivery
-    /// limit dead-letters a message that keeps failing, so this cannot loop forever.
-    pub async fn retry(self, why: &str) {
-        tracing::warn!(transaction_id = self.transaction_id(), why, "delivery returned for retry");
-        settle_nack(&self.acker, true).await;
-    }
-}
-
-/// Acks a delivery; a failure only means the channel is gone and the broker will redeliver.
-pub(crate) async fn settle_ack(acker: &Acker, transaction_id: &str) {
-    if let Err(error) = acker.ack(BasicAckOptions::default()).await {
-        tracing::warn!(transaction_id, %error, "ack failed; the broker will redeliver");
-    }
-}
-
-/// Nacks a delivery, back to the queue (`requeue`) or to the dead-letter exchange.
-pub(crate) async fn settle_nack(acker: &Acker, requeue: bool) {
-    let options = BasicNackOptions { requeue, ..BasicNackOptions::default() };
-    if let Err(error) = acker.nack(options).await {
-        tracing::warn!(%error, "nack failed; the broker will redeliver");
+    /// Settles this job alone.
+    pub fn settle(self, how: Settlement) {
+        Self::settle_all([self], how);
     }
 }

@@ -11,8 +11,9 @@ pub enum ScorerMsg {
     Score {
         /// The delivery being scored.
         job: Job,
-        /// Features the account actor computed at the job's event time.
-        features: Features,
+        /// Features the account actor computed at the job's event time; `None` if the
+        /// feature store was unavailable (the decision is then degraded).
+        features: Option<Features>,
     },
 }
 
@@ -49,7 +50,14 @@ impl Actor for ScorerActor {
         state: &mut ScorerArgs,
     ) -> Result<(), ActorProcessingErr> {
         let ScorerMsg::Score { job, features } = msg;
-        let decision = state.scorer.score(&job.event.transaction, &features);
+        let tx = &job.event.transaction;
+        let decision = match &features {
+            Some(features) => state.scorer.score(tx, features),
+            None => state.scorer.score_degraded(tx),
+        };
+        let degraded = if decision.degraded { "true" } else { "false" };
+        metrics::counter!("decisions_total", "risk_label" => decision.risk_label.as_str(), "degraded" => degraded)
+            .increment(1);
         // If the alert actor is gone the supervisor is restarting the pipeline; the
         // unacked delivery comes back when the consumer's channel closes.
         if let Err(error) = state.alert.cast(AlertMsg::Record { job, decision }) {

@@ -79,6 +79,10 @@ pub struct Decision {
     pub features: Features,
     /// How much each input added to the score.
     pub contributions: BTreeMap<String, f64>,
+    /// Made without the account's windows (feature store unavailable): rules on the
+    /// transaction alone. Flagged so analysts and retraining can tell.
+    #[serde(default)]
+    pub degraded: bool,
 }
 
 /// Transparent amount + velocity rules with configurable thresholds.
@@ -139,7 +143,20 @@ impl RuleScorer {
             reasons,
             features: features.clone(),
             contributions,
+            degraded: false,
         }
+    }
+
+    /// Scores without the account's windows: only the transaction's own rules apply, the
+    /// decision is marked degraded and says why.
+    pub fn score_degraded(&self, tx: &Transaction) -> Decision {
+        let mut decision = self.score(tx, &Features::default());
+        decision.degraded = true;
+        decision.reasons.push(Reason {
+            code: "FEATURES_UNAVAILABLE".into(),
+            detail: "the feature store was unavailable; velocity rules were not evaluated".into(),
+        });
+        decision
     }
 }
 
@@ -193,6 +210,14 @@ mod tests {
         assert!(d.reasons.iter().any(|r| r.code == "VELOCITY_1H"));
         assert!((d.contributions.values().sum::<f64>() - d.score).abs() < 1e-9);
         assert!(d.score > scorer().score(&tx("5000"), &features(1)).score);
+    }
+
+    #[test]
+    fn a_degraded_decision_says_so() {
+        let d = scorer().score_degraded(&tx("20000"));
+        assert!(d.degraded);
+        assert_eq!(d.risk_label, RiskLabel::High, "transaction-level rules still apply");
+        assert!(d.reasons.iter().any(|r| r.code == "FEATURES_UNAVAILABLE"));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "86400",
         "how long Redis remembers a transaction_id (the database is the backstop after)",
     ),
+    ("COMMIT_BATCH_MAX", "256", "decisions the worker commits to PostgreSQL in one transaction at most"),
+    ("COMMIT_BATCH_WAIT_MS", "5", "longest a decision waits for its commit batch to fill"),
     ("RISK_MEDIUM_AMOUNT", "1000", "amount from which the rule scorer raises risk to MEDIUM"),
     ("RISK_HIGH_AMOUNT", "10000", "amount from which the rule scorer flags HIGH and raises an alert"),
     ("MIGRATE_ON_START", "true", "apply database migrations when a binary starts"),
@@ -106,6 +108,15 @@ pub struct HttpSettings {
     pub idempotency_ttl: Duration,
 }
 
+/// Group commit of decisions in the worker.
+#[derive(Debug, Clone)]
+pub struct CommitSettings {
+    /// Most decisions per PostgreSQL transaction.
+    pub batch_max: usize,
+    /// Longest the first decision of a batch waits for more.
+    pub batch_wait: Duration,
+}
+
 /// Thresholds of the rule scorer.
 #[derive(Debug, Clone)]
 pub struct ScoringSettings {
@@ -139,6 +150,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// HTTP limits, rate limits and idempotency.
     pub http: HttpSettings,
+    /// Worker group commit.
+    pub commit: CommitSettings,
     /// Rule thresholds.
     pub scoring: ScoringSettings,
     /// Whether binaries apply migrations at start-up.
@@ -224,6 +237,10 @@ impl Settings {
                 confirm_timeout: Duration::from_millis(confirm_ms.max(1)),
             },
             http,
+            commit: CommitSettings {
+                batch_max: positive(get("COMMIT_BATCH_MAX"))?,
+                batch_wait: Duration::from_millis(parse(get("COMMIT_BATCH_WAIT_MS"))?),
+            },
             scoring,
             migrate_on_start: parse(get("MIGRATE_ON_START"))?,
             log_format,

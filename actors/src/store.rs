@@ -57,86 +57,143 @@ pub struct Recorded {
     pub alert_id: Option<i64>,
 }
 
-/// Records the transaction, its score and (for HIGH risk) its alert in one database
-/// transaction. Idempotent on `transaction_id`: a redelivery changes nothing.
-pub async fn record_decision(
+/// Records a batch of decisions — transactions, scores and (for HIGH risk) alerts — in one
+/// PostgreSQL transaction with one multi-row statement per table (group commit).
+/// Idempotent on `transaction_id`: a redelivery, even within the same batch, changes
+/// nothing. Returns one [`Recorded`] per input, in order.
+pub async fn record_decisions(
     pool: &Pool,
-    event: &TransactionCreated,
-    decision: &Decision,
-) -> Result<Recorded, StoreError> {
+    batch: &[(&TransactionCreated, &Decision)],
+) -> Result<Vec<Recorded>, StoreError> {
     let encode =
         |what, v: Result<Value, serde_json::Error>| v.map_err(|source| StoreError::Encode { what, source });
-    let reasons = encode("reasons", serde_json::to_value(&decision.reasons))?;
-    let features = encode("features", serde_json::to_value(&decision.features))?;
-    let contributions = encode("contributions", serde_json::to_value(&decision.contributions))?;
-    let metadata = event.transaction.metadata.clone().map(Value::Object);
-    let tx = &event.transaction;
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut accounts = Vec::with_capacity(n);
+    let mut amounts = Vec::with_capacity(n);
+    let mut currencies = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    let mut merchants = Vec::with_capacity(n);
+    let mut lats = Vec::with_capacity(n);
+    let mut lons = Vec::with_capacity(n);
+    let mut countries = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut metadata = Vec::with_capacity(n);
+    let mut raws = Vec::with_capacity(n);
+    let mut received = Vec::with_capacity(n);
+    let mut models = Vec::with_capacity(n);
+    let mut rule_sets = Vec::with_capacity(n);
+    let mut scores = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
+    let mut features = Vec::with_capacity(n);
+    let mut contributions = Vec::with_capacity(n);
+    let mut degraded = Vec::with_capacity(n);
+    let (mut alert_ids, mut alert_accounts, mut alert_labels, mut alert_scores, mut alert_reasons) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (event, decision) in batch {
+        let tx = &event.transaction;
+        ids.push(tx.transaction_id.as_str());
+        accounts.push(tx.account_id.as_str());
+        amounts.push(tx.amount);
+        currencies.push(tx.currency.as_str());
+        times.push(tx.event_time());
+        merchants.push(tx.merchant_id.as_str());
+        lats.push(tx.geo_lat);
+        lons.push(tx.geo_lon);
+        countries.push(tx.country.as_deref());
+        channels.push(tx.channel.map(|c| c.as_str()));
+        metadata.push(tx.metadata.clone().map(Value::Object));
+        raws.push(&event.raw);
+        received.push(event.received_at);
+        models.push(decision.model_version.as_str());
+        rule_sets.push(decision.rules_version.as_str());
+        scores.push(decision.score);
+        labels.push(decision.risk_label.as_str());
+        reasons.push(encode("reasons", serde_json::to_value(&decision.reasons))?);
+        features.push(encode("features", serde_json::to_value(&decision.features))?);
+        contributions.push(encode("contributions", serde_json::to_value(&decision.contributions))?);
+        degraded.push(decision.degraded);
+        if decision.risk_label == RiskLabel::High {
+            alert_ids.push(tx.transaction_id.as_str());
+            alert_accounts.push(tx.account_id.as_str());
+            alert_labels.push(decision.risk_label.as_str());
+            alert_scores.push(decision.score);
+            alert_reasons
+                .push(decision.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(","));
+        }
+    }
 
     let mut client = pool.get().await?;
     let db = client.transaction().await?;
-    let inserted = db
-        .execute(
+    let inserted: Vec<String> = db
+        .query(
             "INSERT INTO transactions (transaction_id, account_id, amount, currency, occurred_at,
                  merchant_id, geo_lat, geo_lon, country, channel, metadata, raw, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (transaction_id) DO NOTHING",
-            &[
-                &tx.transaction_id,
-                &tx.account_id,
-                &tx.amount,
-                &tx.currency,
-                &tx.event_time(),
-                &tx.merchant_id,
-                &tx.geo_lat,
-                &tx.geo_lon,
-                &tx.country,
-                &tx.channel.map(|c| c.as_str()),
-                &metadata,
-                &event.raw,
-                &event.received_at,
-            ],
-        )
-        .await?;
-    db.execute(
-        "INSERT INTO scores (transaction_id, model_version, rules_version, score, risk_label,
-             reasons, features, contributions)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (transaction_id) DO NOTHING",
-        &[
-            &tx.transaction_id,
-            &decision.model_version,
-            &decision.rules_version,
-            &decision.score,
-            &decision.risk_label.as_str(),
-            &reasons,
-            &features,
-            &contributions,
-        ],
-    )
-    .await?;
-    let alert_id = if decision.risk_label == RiskLabel::High {
-        let reason = decision.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(",");
-        db.query_opt(
-            "INSERT INTO alerts (transaction_id, account_id, risk_label, score, reason, threshold)
-             VALUES ($1, $2, $3, $4, $5, $6)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::numeric[], $4::text[], $5::timestamptz[],
+                 $6::text[], $7::float8[], $8::float8[], $9::text[], $10::text[], $11::jsonb[], $12::jsonb[],
+                 $13::timestamptz[])
              ON CONFLICT (transaction_id) DO NOTHING
-             RETURNING alert_id",
+             RETURNING transaction_id",
             &[
-                &tx.transaction_id,
-                &tx.account_id,
-                &decision.risk_label.as_str(),
-                &decision.score,
-                &reason,
-                &HIGH_THRESHOLD,
+                &ids,
+                &accounts,
+                &amounts,
+                &currencies,
+                &times,
+                &merchants,
+                &lats,
+                &lons,
+                &countries,
+                &channels,
+                &metadata,
+                &raws,
+                &received,
             ],
         )
         .await?
-        .map(|row| row.get::<_, i64>(0))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.execute(
+        "INSERT INTO scores (transaction_id, model_version, rules_version, score, risk_label,
+             reasons, features, contributions, degraded)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
+             $7::jsonb[], $8::jsonb[], $9::bool[])
+         ON CONFLICT (transaction_id) DO NOTHING",
+        &[&ids, &models, &rule_sets, &scores, &labels, &reasons, &features, &contributions, &degraded],
+    )
+    .await?;
+    let thresholds = vec![HIGH_THRESHOLD; alert_ids.len()];
+    let alerts: Vec<(String, i64)> = if alert_ids.is_empty() {
+        Vec::new()
     } else {
-        None
+        db.query(
+            "INSERT INTO alerts (transaction_id, account_id, risk_label, score, reason, threshold)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::float8[])
+             ON CONFLICT (transaction_id) DO NOTHING
+             RETURNING transaction_id, alert_id",
+            &[&alert_ids, &alert_accounts, &alert_labels, &alert_scores, &alert_reasons, &thresholds],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
     };
     db.commit().await?;
-    Ok(Recorded { new_transaction: inserted == 1, alert_id })
+
+    // Within a batch the first copy of an id is the one that inserted it.
+    let mut seen = std::collections::HashSet::new();
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let first = seen.insert(*id);
+            Recorded {
+                new_transaction: first && inserted.iter().any(|i| i == id),
+                alert_id: if first { alerts.iter().find(|(t, _)| t == id).map(|(_, a)| *a) } else { None },
+            }
+        })
+        .collect())
 }
 
 /// The transaction with its score and alerts, as the api returns it; `None` if unknown.
@@ -167,6 +224,7 @@ pub async fn transaction_view(pool: &Pool, transaction_id: &str) -> Result<Optio
                     'reasons', s.reasons,
                     'features', s.features,
                     'contributions', s.contributions,
+                    'degraded', s.degraded,
                     'scored_at', s.scored_at) END,
                 'alerts', COALESCE((SELECT json_agg(json_build_object(
                     'alert_id', a.alert_id,

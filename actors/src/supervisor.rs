@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::{
-    alert::AlertActor,
+    alert::{AlertActor, AlertArgs},
     consumer::{ConsumerActor, ConsumerArgs},
     features::WindowStore,
     scorer::{ScorerActor, ScorerArgs},
@@ -129,7 +129,12 @@ async fn spawn_pipeline(
 ) -> Result<(), ActorProcessingErr> {
     let args = &state.args;
     let sup = myself.get_cell();
-    let (alert, _) = Actor::spawn_linked(None, AlertActor, args.pool.clone(), sup.clone()).await?;
+    let alert_args = AlertArgs {
+        pool: args.pool.clone(),
+        batch_max: args.settings.commit.batch_max,
+        batch_wait: args.settings.commit.batch_wait,
+    };
+    let (alert, _) = Actor::spawn_linked(None, AlertActor, alert_args, sup.clone()).await?;
     state.children.push(alert.get_cell());
     let scorer_args = ScorerArgs { scorer: RuleScorer::new(args.settings.scoring.clone()), alert };
     let (scorer, _) = Actor::spawn_linked(None, ScorerActor, scorer_args, sup.clone()).await?;

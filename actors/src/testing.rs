@@ -123,6 +123,24 @@ impl TestEnv {
         Ok((proxy, settings))
     }
 
+    /// Starts a [`ChaosProxy`] in front of Redis and returns it with settings whose
+    /// `REDIS_URL` goes through it.
+    pub async fn redis_through_proxy(&self) -> anyhow::Result<(ChaosProxy, Settings)> {
+        let mut url = url::Url::parse(self.settings.redis.url.expose_secret())?;
+        let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+        let port = url.port().unwrap_or(6379);
+        let upstream = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}:{port}"))?;
+        let proxy = ChaosProxy::start(upstream).await?;
+        url.set_ip_host(proxy.addr().ip()).map_err(|()| anyhow::anyhow!("cannot set host"))?;
+        url.set_port(Some(proxy.addr().port())).map_err(|()| anyhow::anyhow!("cannot set port"))?;
+        let mut settings = self.settings.clone();
+        settings.redis.url = SecretString::from(url.to_string());
+        Ok((proxy, settings))
+    }
+
     /// A pool on this test's database.
     pub fn pool(&self) -> anyhow::Result<deadpool_postgres::Pool> {
         Ok(store::connect(&self.settings.database)?)
@@ -200,6 +218,7 @@ pub struct ChaosProxy {
     stalled: tokio::sync::watch::Sender<bool>,
     cut: tokio::sync::watch::Sender<u64>,
     inject: tokio::sync::broadcast::Sender<Vec<u8>>,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -212,8 +231,14 @@ impl ChaosProxy {
         let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
         let (inject, _) = tokio::sync::broadcast::channel::<Vec<u8>>(16);
         let injector = inject.clone();
+        let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = refusing.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -231,7 +256,7 @@ impl ChaosProxy {
                 });
             }
         });
-        Ok(Self { addr, stalled, cut, inject, accept })
+        Ok(Self { addr, stalled, cut, inject, refusing, accept })
     }
 
     /// Where clients should connect.
@@ -260,6 +285,17 @@ impl ChaosProxy {
     /// Sends `connection.unblocked` to every current client.
     pub fn unblock(&self) {
         let _ = self.inject.send(amqp_connection_method(61, &[]));
+    }
+
+    /// The service goes away: every connection is cut and new ones are refused until [`Self::up`].
+    pub fn down(&self) {
+        self.refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut_connections();
+    }
+
+    /// The service is back: connections are accepted again.
+    pub fn up(&self) {
+        self.refusing.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Closes every current connection; new ones are accepted as before.

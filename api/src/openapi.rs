@@ -197,6 +197,8 @@ pub struct ScoreView {
     pub features: Value,
     /// Each input's contribution to the score.
     pub contributions: BTreeMap<String, f64>,
+    /// Decided without the account's windows (feature store unavailable).
+    pub degraded: bool,
     /// When it was scored.
     #[schema(format = DateTime)]
     pub scored_at: String,

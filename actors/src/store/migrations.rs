@@ -12,6 +12,7 @@ use super::StoreError;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/0001_initial.sql")),
     (2, "labels", include_str!("../../migrations/0002_labels.sql")),
+    (3, "degraded", include_str!("../../migrations/0003_degraded.sql")),
 ];
 
 /// Arbitrary constant naming our advisory lock ("fraudsen" in ASCII).

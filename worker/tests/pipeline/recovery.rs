@@ -26,3 +26,46 @@ async fn a_lost_broker_connection_restarts_the_pipeline_and_loses_nothing() {
     }
     p.teardown().await;
 }
+
+#[tokio::test]
+async fn while_redis_is_down_decisions_are_degraded_not_lost_and_recover_after() {
+    let mut p = spawn_api_only().await;
+    let (proxy, settings) = p.env.redis_through_proxy().await.unwrap_or_else(|e| panic!("{e:#}"));
+    p.start_worker_with(settings).await;
+
+    assert_eq!(p.post(&transaction("rd-1", "acct-rd", "10", "2026-11-20T09:00:00Z")).await, 202);
+    assert_eq!(p.scored("rd-1").await["score"]["degraded"], false);
+
+    proxy.down();
+    assert_eq!(p.post(&transaction("rd-2", "acct-rd", "20000", "2026-11-20T09:01:00Z")).await, 202);
+    let view = p.scored("rd-2").await;
+    assert_eq!(view["score"]["degraded"], true, "{view}");
+    assert_eq!(view["score"]["risk_label"], "HIGH", "transaction-level rules still decide");
+    let codes: Vec<&str> = view["score"]["reasons"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(codes.contains(&"FEATURES_UNAVAILABLE"), "{codes:?}");
+    assert_eq!(view["alerts"].as_array().map(Vec::len), Some(1), "alerts still fire");
+
+    proxy.up();
+    let mut n = 2;
+    let recovered =
+        fraudsense_actors::testing::eventually(crate::helpers::DEADLINE, "normal scoring again", || {
+            n += 1;
+            let id = format!("rd-{n}");
+            let p = &p;
+            async move {
+                assert_eq!(p.post(&transaction(&id, "acct-rd", "5", "2026-11-20T09:02:00Z")).await, 202);
+                Ok((p.scored(&id).await["score"]["degraded"] == false).then_some(id))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for i in 1..=n {
+        let id = format!("rd-{i}");
+        assert_eq!(p.count("SELECT count(*) FROM scores WHERE transaction_id = $1", &id).await, 1, "{id}");
+    }
+    println!("recovered with {recovered} after {} transactions", n - 2);
+    p.teardown().await;
+}
