@@ -2,6 +2,11 @@
 //! scores and, for HIGH risk, alerts — in one PostgreSQL transaction per batch (up to
 //! `COMMIT_BATCH_MAX` decisions or `COMMIT_BATCH_WAIT_MS` after the first, whichever comes
 //! first), and only then settles the batch's deliveries.
+//!
+//! A failed commit (PostgreSQL down or unreachable) is retried here, with exponential
+//! backoff, holding the batch: nothing is acked, the consumer's prefetch fills up and the
+//! broker stops delivering, so an outage applies back-pressure instead of burning through the
+//! queue's delivery limit into the dead-letter queue.
 
 use std::time::Duration;
 
@@ -16,7 +21,10 @@ use crate::{
 
 /// Messages the alert actor accepts.
 #[derive(Debug)]
-#[expect(clippy::large_enum_variant, reason = "Record is the hot message; boxing it would allocate per transaction")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Record is the hot message; boxing it would allocate per transaction"
+)]
 pub enum AlertMsg {
     /// Commit this decision (with the next batch) and then settle its delivery.
     Record {
@@ -40,11 +48,18 @@ pub struct AlertArgs {
     pub batch_wait: Duration,
 }
 
+/// First delay before retrying a failed commit; doubles up to [`MAX_RETRY_DELAY`].
+pub const MIN_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Longest delay between commit attempts.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
 /// State: the batch being filled.
 pub struct AlertState {
     args: AlertArgs,
     batch: Vec<(Job, Decision)>,
     timer_armed: bool,
+    /// Consecutive failed commits; while non-zero, batches only flush on the retry timer.
+    failures: u32,
 }
 
 /// Commits decisions in batches.
@@ -62,7 +77,7 @@ impl Actor for AlertActor {
         args: AlertArgs,
     ) -> Result<AlertState, ActorProcessingErr> {
         let batch = Vec::with_capacity(args.batch_max);
-        Ok(AlertState { args, batch, timer_armed: false })
+        Ok(AlertState { args, batch, timer_armed: false, failures: 0 })
     }
 
     async fn handle(
@@ -74,17 +89,22 @@ impl Actor for AlertActor {
         match msg {
             AlertMsg::Record { job, decision } => {
                 state.batch.push((job, decision));
-                if state.batch.len() >= state.args.batch_max {
+                if state.failures == 0 && state.batch.len() >= state.args.batch_max {
                     flush(state).await;
-                } else if !state.timer_armed {
-                    state.timer_armed = true;
-                    myself.send_after(state.args.batch_wait, || AlertMsg::Flush);
                 }
             }
             AlertMsg::Flush => {
                 state.timer_armed = false;
                 flush(state).await;
             }
+        }
+        if !state.batch.is_empty() && !state.timer_armed {
+            state.timer_armed = true;
+            let delay = match state.failures {
+                0 => state.args.batch_wait,
+                n => crate::backoff::exponential(MIN_RETRY_DELAY, MAX_RETRY_DELAY, n - 1),
+            };
+            myself.send_after(delay, || AlertMsg::Flush);
         }
         Ok(())
     }
@@ -94,22 +114,28 @@ impl Actor for AlertActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut AlertState,
     ) -> Result<(), ActorProcessingErr> {
-        // Whatever is still buffered is committed before we go (graceful stop).
+        // Whatever is still buffered is committed before we go (graceful stop). If that
+        // fails, the deliveries stay unacked and return to the queue when the channel closes.
         flush(state).await;
         Ok(())
     }
 }
 
-/// Commits the batch, then settles its deliveries: acked if committed, retried if not.
+/// Commits the batch, then acks its deliveries. On failure the batch is kept for the next
+/// attempt (see the module doc).
 async fn flush(state: &mut AlertState) {
     if state.batch.is_empty() {
         return;
     }
-    let batch = std::mem::take(&mut state.batch);
-    let pairs: Vec<_> = batch.iter().map(|(job, decision)| (&job.event, decision)).collect();
+    let pairs: Vec<_> = state.batch.iter().map(|(job, decision)| (&job.event, decision)).collect();
     let started = std::time::Instant::now();
     match store::record_decisions(&state.args.pool, &pairs).await {
         Ok(recorded) => {
+            if state.failures > 0 {
+                tracing::info!(component = "alert", attempts = state.failures + 1, "commit succeeded again");
+            }
+            state.failures = 0;
+            let batch = std::mem::take(&mut state.batch);
             metrics::histogram!("commit_batch_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("commit_batch_size").record(batch.len() as f64);
             let now = chrono::Utc::now();
@@ -139,9 +165,15 @@ async fn flush(state: &mut AlertState) {
             Job::settle_all(batch.into_iter().map(|(job, _)| job), Settlement::Ack);
         }
         Err(error) => {
-            tracing::error!(component = "alert", %error, size = batch.len(), "batch commit failed; deliveries retried");
+            state.failures = state.failures.saturating_add(1);
+            tracing::error!(
+                component = "alert",
+                %error,
+                size = state.batch.len(),
+                attempt = state.failures,
+                "batch commit failed; will retry"
+            );
             metrics::counter!("commit_failures_total").increment(1);
-            Job::settle_all(batch.into_iter().map(|(job, _)| job), Settlement::Retry);
         }
     }
 }

@@ -95,49 +95,25 @@ impl TestEnv {
         Ok(count)
     }
 
-    /// The broker's address (host and port of `AMQP_URL`), for putting a proxy in front.
-    pub async fn amqp_upstream(&self) -> anyhow::Result<std::net::SocketAddr> {
-        let url = url::Url::parse(self.settings.amqp.url.expose_secret())?;
-        let host = url.host_str().unwrap_or("127.0.0.1");
-        let port = url.port().unwrap_or(5672);
-        tokio::net::lookup_host((host, port))
-            .await?
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}:{port}"))
-    }
-
-    /// `AMQP_URL` rewritten to go through `proxy`.
-    pub fn amqp_url_via(&self, proxy: std::net::SocketAddr) -> anyhow::Result<SecretString> {
-        let mut url = url::Url::parse(self.settings.amqp.url.expose_secret())?;
-        url.set_ip_host(proxy.ip()).map_err(|()| anyhow::anyhow!("cannot set host"))?;
-        url.set_port(Some(proxy.port())).map_err(|()| anyhow::anyhow!("cannot set port"))?;
-        Ok(SecretString::from(url.to_string()))
-    }
-
-    /// Starts a [`ChaosProxy`] in front of the broker and returns it with settings whose
+    /// Starts a [`ChaosProxy`] in front of the broker; returns it with settings whose
     /// `AMQP_URL` goes through it (everything else as in [`Self::settings`]).
     pub async fn amqp_through_proxy(&self) -> anyhow::Result<(ChaosProxy, Settings)> {
-        let proxy = ChaosProxy::start(self.amqp_upstream().await?).await?;
         let mut settings = self.settings.clone();
-        settings.amqp.url = self.amqp_url_via(proxy.addr())?;
+        let proxy = proxy_in_front(&mut settings.amqp.url, 5672).await?;
         Ok((proxy, settings))
     }
 
-    /// Starts a [`ChaosProxy`] in front of Redis and returns it with settings whose
-    /// `REDIS_URL` goes through it.
+    /// The same for Redis (`REDIS_URL`).
     pub async fn redis_through_proxy(&self) -> anyhow::Result<(ChaosProxy, Settings)> {
-        let mut url = url::Url::parse(self.settings.redis.url.expose_secret())?;
-        let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-        let port = url.port().unwrap_or(6379);
-        let upstream = tokio::net::lookup_host((host.as_str(), port))
-            .await?
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}:{port}"))?;
-        let proxy = ChaosProxy::start(upstream).await?;
-        url.set_ip_host(proxy.addr().ip()).map_err(|()| anyhow::anyhow!("cannot set host"))?;
-        url.set_port(Some(proxy.addr().port())).map_err(|()| anyhow::anyhow!("cannot set port"))?;
         let mut settings = self.settings.clone();
-        settings.redis.url = SecretString::from(url.to_string());
+        let proxy = proxy_in_front(&mut settings.redis.url, 6379).await?;
+        Ok((proxy, settings))
+    }
+
+    /// The same for PostgreSQL (`DATABASE_URL`).
+    pub async fn postgres_through_proxy(&self) -> anyhow::Result<(ChaosProxy, Settings)> {
+        let mut settings = self.settings.clone();
+        let proxy = proxy_in_front(&mut settings.database.url, 5432).await?;
         Ok((proxy, settings))
     }
 
@@ -173,6 +149,22 @@ impl TestEnv {
         let _ = redis.quit().await;
         Ok(())
     }
+}
+
+/// Starts a proxy to the service `url` names and rewrites `url` to go through it.
+async fn proxy_in_front(url: &mut SecretString, default_port: u16) -> anyhow::Result<ChaosProxy> {
+    let mut parsed = url::Url::parse(url.expose_secret())?;
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = parsed.port().unwrap_or(default_port);
+    let upstream = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {host}:{port}"))?;
+    let proxy = ChaosProxy::start(upstream).await?;
+    parsed.set_ip_host(proxy.addr().ip()).map_err(|()| anyhow::anyhow!("cannot set host"))?;
+    parsed.set_port(Some(proxy.addr().port())).map_err(|()| anyhow::anyhow!("cannot set port"))?;
+    *url = SecretString::from(parsed.to_string());
+    Ok(proxy)
 }
 
 /// Drops `fs_test_<epoch>_*` databases older than [`STALE_AFTER_SECS`]; best effort.

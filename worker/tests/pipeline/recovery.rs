@@ -69,3 +69,53 @@ async fn while_redis_is_down_decisions_are_degraded_not_lost_and_recover_after()
     println!("recovered with {recovered} after {} transactions", n - 2);
     p.teardown().await;
 }
+
+#[tokio::test]
+async fn a_postgres_outage_holds_commits_back_and_loses_nothing() {
+    let mut p = spawn_api_only().await;
+    let (proxy, settings) = p.env.postgres_through_proxy().await.unwrap_or_else(|e| panic!("{e:#}"));
+    p.start_worker_with(settings).await;
+    let tx = |i: usize| {
+        transaction(&format!("pg-{i}"), &format!("acct-pg-{}", i % 7), "12", "2026-11-20T09:00:00Z")
+    };
+
+    for i in 0..10 {
+        assert_eq!(p.post(&tx(i)).await, 202);
+    }
+    p.scored("pg-9").await;
+
+    // The worker loses PostgreSQL while 20 more arrive (the api still reaches it directly).
+    proxy.down();
+    for i in 10..30 {
+        assert_eq!(p.post(&tx(i)).await, 202);
+    }
+    // The worker really hit the outage (its commits fail and are retried)...
+    let worker = p.node.as_ref().map(|n| n.addr()).unwrap_or_else(|| panic!("no worker"));
+    let http = p.http.clone();
+    fraudsense_actors::testing::eventually(crate::helpers::DEADLINE, "failed commits", || {
+        let http = http.clone();
+        async move {
+            let text = http.get(format!("http://{worker}/metrics")).send().await?.text().await?;
+            Ok(text
+                .lines()
+                .any(|l| l.starts_with("commit_failures_total ") && !l.ends_with(" 0"))
+                .then_some(()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // ...and nothing of the outage was committed.
+    let (status, body) = p.get("pg-29").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("queued")));
+
+    proxy.up();
+    for i in 10..30 {
+        p.scored(&format!("pg-{i}")).await;
+    }
+    let scored = p.count("SELECT count(*) FROM scores WHERE transaction_id LIKE $1", "pg-%").await;
+    let dead = p.env.ready_messages(&p.env.topology().dead_letter_queue).await.unwrap_or_default();
+    println!("sent 30, accepted 30, scored {scored}, dead-lettered {dead}");
+    assert_eq!(scored, 30, "every accepted transaction has exactly one score row");
+    assert_eq!(dead, 0, "an outage must not push work into the dead-letter queue");
+    p.teardown().await;
+}
