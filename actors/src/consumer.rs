@@ -14,10 +14,10 @@ use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, ConnectionProperties,
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
-    types::FieldTable,
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    types::{FieldTable, ShortString},
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 
@@ -38,6 +38,8 @@ pub enum ConsumerMsg {
     Delivery(Box<Delivery>),
     /// The delivery stream ended (connection or channel lost): fail so we get restarted.
     StreamEnded(String),
+    /// Stop consuming, finish what is in flight, and answer once every delivery is settled.
+    Drain(RpcReplyPort<()>),
     /// Deliveries whose outcome is known.
     Settle {
         /// Their tags on our channel.
@@ -71,6 +73,12 @@ pub struct ConsumerState {
     outstanding: BTreeSet<u64>,
     /// Committed but not yet acked, because a lower tag is still outstanding.
     committed: BTreeSet<u64>,
+    /// Our consumer tag on the channel (to cancel it when draining).
+    consumer_tag: ShortString,
+    /// Set while draining: who to tell once everything is settled.
+    draining: Option<RpcReplyPort<()>>,
+    /// The delivery stream has ended (after a cancel, every delivery has been forwarded).
+    stream_ended: bool,
 }
 
 /// Consumes `transaction.created` and fans out to account actors.
@@ -100,6 +108,7 @@ impl Actor for ConsumerActor {
                 FieldTable::default(),
             )
             .await?;
+        let consumer_tag = stream.tag();
         let me = myself.clone();
         let forwarder = tokio::spawn(async move {
             let reason = loop {
@@ -125,6 +134,9 @@ impl Actor for ConsumerActor {
             accounts: HashMap::new(),
             outstanding: BTreeSet::new(),
             committed: BTreeSet::new(),
+            consumer_tag,
+            draining: None,
+            stream_ended: false,
         })
     }
 
@@ -156,8 +168,25 @@ impl Actor for ConsumerActor {
                 }
                 Ok(())
             }
-            ConsumerMsg::StreamEnded(reason) => Err(format!("delivery stream ended: {reason}").into()),
-            ConsumerMsg::Settle { tags, how } => settle(state, tags, how).await,
+            ConsumerMsg::StreamEnded(reason) => {
+                if state.draining.is_none() {
+                    return Err(format!("delivery stream ended: {reason}").into());
+                }
+                state.stream_ended = true;
+                finish_drain(state);
+                Ok(())
+            }
+            ConsumerMsg::Drain(reply) => {
+                tracing::info!(component = "consumer", in_flight = state.outstanding.len(), "draining");
+                state.draining = Some(reply);
+                state.channel.basic_cancel(state.consumer_tag.clone(), BasicCancelOptions::default()).await?;
+                Ok(())
+            }
+            ConsumerMsg::Settle { tags, how } => {
+                settle(state, tags, how).await?;
+                finish_drain(state);
+                Ok(())
+            }
         }
     }
 
@@ -233,6 +262,16 @@ async fn settle(
         state.committed = state.committed.split_off(&(upto + 1));
     }
     Ok(())
+}
+
+/// Answers a pending drain once the stream has ended and every delivery is acked.
+fn finish_drain(state: &mut ConsumerState) {
+    if state.stream_ended && state.outstanding.is_empty() && state.committed.is_empty() {
+        if let Some(reply) = state.draining.take() {
+            tracing::info!(component = "consumer", "drained: every delivery settled");
+            let _ = reply.send(());
+        }
+    }
 }
 
 impl ConsumerActor {

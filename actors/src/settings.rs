@@ -53,6 +53,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("COMMIT_BATCH_MAX", "256", "decisions the worker commits to PostgreSQL in one transaction at most"),
     ("COMMIT_BATCH_WAIT_MS", "5", "longest a decision waits for its commit batch to fill"),
+    ("SHUTDOWN_TIMEOUT_SECS", "30", "on SIGTERM, how long the worker may finish and commit in-flight work"),
     ("RISK_MEDIUM_AMOUNT", "1000", "amount from which the rule scorer raises risk to MEDIUM"),
     ("RISK_HIGH_AMOUNT", "10000", "amount from which the rule scorer flags HIGH and raises an alert"),
     ("MIGRATE_ON_START", "true", "apply database migrations when a binary starts"),
@@ -152,6 +153,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Worker group commit.
     pub commit: CommitSettings,
+    /// How long a worker drains on SIGTERM before it closes anyway.
+    pub shutdown_timeout: Duration,
     /// Rule thresholds.
     pub scoring: ScoringSettings,
     /// Whether binaries apply migrations at start-up.
@@ -241,6 +244,7 @@ impl Settings {
                 batch_max: positive(get("COMMIT_BATCH_MAX"))?,
                 batch_wait: Duration::from_millis(parse(get("COMMIT_BATCH_WAIT_MS"))?),
             },
+            shutdown_timeout: Duration::from_secs(positive(get("SHUTDOWN_TIMEOUT_SECS"))?),
             scoring,
             migrate_on_start: parse(get("MIGRATE_ON_START"))?,
             log_format,

@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 
 use crate::{
     alert::{AlertActor, AlertArgs},
-    consumer::{ConsumerActor, ConsumerArgs},
+    consumer::{ConsumerActor, ConsumerArgs, ConsumerMsg},
     features::WindowStore,
     scorer::{ScorerActor, ScorerArgs},
     scoring::RuleScorer,
@@ -32,6 +32,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 pub enum SupervisorMsg {
     /// (Re)start the pipeline now.
     Start,
+    /// Graceful stop, first half: stop consuming and answer once every in-flight delivery
+    /// is committed and acked.
+    Drain(RpcReplyPort<()>),
 }
 
 /// What the pipeline needs, shared by every generation of it.
@@ -49,6 +52,7 @@ pub struct SupervisorArgs {
 pub struct SupervisorState {
     args: SupervisorArgs,
     children: Vec<ActorCell>,
+    consumer: Option<ActorRef<ConsumerMsg>>,
     failures: u32,
     started_at: tokio::time::Instant,
 }
@@ -71,6 +75,7 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             args,
             children: Vec::new(),
+            consumer: None,
             failures: 0,
             started_at: tokio::time::Instant::now(),
         })
@@ -82,10 +87,25 @@ impl Actor for Supervisor {
         msg: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let SupervisorMsg::Start = msg;
-        if let Err(error) = spawn_pipeline(&myself, state).await {
-            tracing::error!(component = "supervisor", %error, "pipeline failed to start");
-            restart_later(&myself, state).await;
+        match msg {
+            SupervisorMsg::Start => {
+                if let Err(error) = spawn_pipeline(&myself, state).await {
+                    tracing::error!(component = "supervisor", %error, "pipeline failed to start");
+                    restart_later(&myself, state).await;
+                }
+            }
+            SupervisorMsg::Drain(reply) => match &state.consumer {
+                Some(consumer) => {
+                    if let Err(MessagingErr::SendErr(ConsumerMsg::Drain(reply))) =
+                        consumer.cast(ConsumerMsg::Drain(reply))
+                    {
+                        let _ = reply.send(());
+                    }
+                }
+                None => {
+                    let _ = reply.send(());
+                }
+            },
         }
         Ok(())
     }
@@ -147,6 +167,7 @@ async fn spawn_pipeline(
     };
     let (consumer, _) = Actor::spawn_linked(None, ConsumerActor, consumer_args, sup).await?;
     state.children.push(consumer.get_cell());
+    state.consumer = Some(consumer);
     state.started_at = tokio::time::Instant::now();
     tracing::info!(component = "supervisor", "pipeline started");
     Ok(())
@@ -170,6 +191,7 @@ async fn restart_later(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorS
 
 /// Stops children downstream-last: the consumer first, so nothing new enters the pipeline.
 async fn stop_children(state: &mut SupervisorState) {
+    state.consumer = None;
     for cell in state.children.drain(..).rev() {
         let _ = cell.stop_and_wait(None, Some(Duration::from_secs(10))).await;
     }

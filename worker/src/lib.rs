@@ -29,6 +29,7 @@ pub struct Node {
     http: JoinHandle<()>,
     http_stop: oneshot::Sender<()>,
     addr: SocketAddr,
+    drain_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -53,6 +54,7 @@ impl Node {
             .with_context(|| format!("binding {}", settings.worker_addr))?;
         let addr = listener.local_addr()?;
 
+        let drain_timeout = settings.shutdown_timeout;
         let args = SupervisorArgs { settings, pool: pool.clone(), windows };
         let (supervisor, supervisor_done) =
             Actor::spawn(None, Supervisor, args).await.context("starting the supervision tree")?;
@@ -73,7 +75,7 @@ impl Node {
             }
         });
         tracing::info!(component = "worker", %addr, "worker node started");
-        Ok(Self { supervisor, supervisor_done, http, http_stop, addr })
+        Ok(Self { supervisor, supervisor_done, http, http_stop, addr, drain_timeout })
     }
 
     /// Where `/health` and `/ready` are served.
@@ -92,9 +94,23 @@ impl Node {
         self.stop().await;
     }
 
-    /// Stops the tree (closing the channel returns unacked deliveries to the queue) and
-    /// the health server.
+    /// Graceful stop: stop consuming, let in-flight work commit and be acked (for at most
+    /// `SHUTDOWN_TIMEOUT_SECS`), then stop the tree — closing the channel returns anything
+    /// still unacked to the queue — and the health server.
     pub async fn stop(self) {
+        match self.supervisor.call(SupervisorMsg::Drain, Some(self.drain_timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(())) => tracing::info!(component = "worker", "drained"),
+            Ok(_) => {
+                tracing::warn!(component = "worker", "drain timed out; unacked work returns to the queue")
+            }
+            Err(error) => tracing::warn!(component = "worker", %error, "drain not possible"),
+        }
+        self.kill().await;
+    }
+
+    /// Stops without draining (what a crash looks like to the broker, minus the process exit):
+    /// whatever is unacked returns to the queue when the channel closes.
+    pub async fn kill(self) {
         let _ = self.supervisor.stop_and_wait(Some("node stopping".into()), Some(STOP_TIMEOUT)).await;
         let _ = self.http_stop.send(());
         let _ = self.http.await;

@@ -119,3 +119,41 @@ async fn a_postgres_outage_holds_commits_back_and_loses_nothing() {
     assert_eq!(dead, 0, "an outage must not push work into the dead-letter queue");
     p.teardown().await;
 }
+
+#[tokio::test]
+async fn a_graceful_stop_mid_stream_commits_and_acks_what_it_started_and_returns_the_rest() {
+    let mut p = spawn_api_only().await;
+    const N: usize = 300;
+    let tx = |i: usize| {
+        transaction(&format!("gs-{i}"), &format!("acct-gs-{}", i % 50), "9", "2026-11-20T09:00:00Z")
+    };
+    for i in 0..N {
+        assert_eq!(p.post(&tx(i)).await, 202);
+    }
+    // A backlog, a worker taking 20 at a time, and a SIGTERM as soon as it got going.
+    let mut settings = p.env.settings.clone();
+    settings.amqp.prefetch = 20;
+    p.start_worker_with(settings).await;
+    fraudsense_actors::testing::eventually(crate::helpers::DEADLINE, "the first commits", || async {
+        Ok((p.count("SELECT count(*) FROM scores WHERE transaction_id LIKE $1", "gs-%").await > 0)
+            .then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    p.stop_worker().await;
+
+    let queue = p.env.topology().created_queue;
+    let scored = p.count("SELECT count(*) FROM scores WHERE transaction_id LIKE $1", "gs-%").await;
+    let waiting = i64::from(p.env.ready_messages(&queue).await.unwrap_or_default());
+    println!("graceful stop: sent {N}, committed {scored}, returned to the queue {waiting}");
+    // Committed work was acked (else it would also be back in the queue), the rest is waiting:
+    assert_eq!(scored + waiting, N as i64, "nothing lost, nothing committed-but-unacked");
+    assert!(waiting > 0, "the stop came mid-stream");
+
+    p.start_worker().await;
+    for i in 0..N {
+        p.scored(&format!("gs-{i}")).await;
+    }
+    assert_eq!(p.count("SELECT count(*) FROM scores WHERE transaction_id LIKE $1", "gs-%").await, N as i64);
+    p.teardown().await;
+}
