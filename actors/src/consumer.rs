@@ -266,11 +266,13 @@ async fn settle(
 
 /// Answers a pending drain once the stream has ended and every delivery is acked.
 fn finish_drain(state: &mut ConsumerState) {
-    if state.stream_ended && state.outstanding.is_empty() && state.committed.is_empty() {
-        if let Some(reply) = state.draining.take() {
-            tracing::info!(component = "consumer", "drained: every delivery settled");
-            let _ = reply.send(());
-        }
+    if state.stream_ended
+        && state.outstanding.is_empty()
+        && state.committed.is_empty()
+        && let Some(reply) = state.draining.take()
+    {
+        tracing::info!(component = "consumer", "drained: every delivery settled");
+        let _ = reply.send(());
     }
 }
 
