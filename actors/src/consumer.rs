@@ -7,7 +7,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures_util::StreamExt;
@@ -40,6 +40,8 @@ pub enum ConsumerMsg {
     StreamEnded(String),
     /// Stop consuming, finish what is in flight, and answer once every delivery is settled.
     Drain(RpcReplyPort<()>),
+    /// Time to stop account actors that have been idle.
+    Sweep,
     /// Deliveries whose outcome is known.
     Settle {
         /// Their tags on our channel.
@@ -60,6 +62,16 @@ pub struct ConsumerArgs {
     pub windows: WindowStore,
     /// Where account actors send their jobs.
     pub scorer: ActorRef<ScorerMsg>,
+    /// An account actor idle this long is stopped (its state lives in Redis).
+    pub account_idle: Duration,
+    /// At most this many account actors live at once; the least recently used go first.
+    pub max_accounts: usize,
+}
+
+/// One live account actor.
+struct AccountEntry {
+    actor: ActorRef<AccountMsg>,
+    last_used: Instant,
 }
 
 /// Runtime state of the consumer.
@@ -68,7 +80,8 @@ pub struct ConsumerState {
     connection: Connection,
     channel: Channel,
     forwarder: JoinHandle<()>,
-    accounts: HashMap<String, ActorRef<AccountMsg>>,
+    accounts: HashMap<String, AccountEntry>,
+    sweeper: JoinHandle<()>,
     /// Delivered and not yet settled.
     outstanding: BTreeSet<u64>,
     /// Committed but not yet acked, because a lower tag is still outstanding.
@@ -109,6 +122,8 @@ impl Actor for ConsumerActor {
             )
             .await?;
         let consumer_tag = stream.tag();
+        let sweep_every = (args.account_idle / 2).max(Duration::from_millis(100));
+        let sweeper = myself.send_interval(sweep_every, || ConsumerMsg::Sweep);
         let me = myself.clone();
         let forwarder = tokio::spawn(async move {
             let reason = loop {
@@ -132,6 +147,7 @@ impl Actor for ConsumerActor {
             channel,
             forwarder,
             accounts: HashMap::new(),
+            sweeper,
             outstanding: BTreeSet::new(),
             committed: BTreeSet::new(),
             consumer_tag,
@@ -182,6 +198,11 @@ impl Actor for ConsumerActor {
                 state.channel.basic_cancel(state.consumer_tag.clone(), BasicCancelOptions::default()).await?;
                 Ok(())
             }
+            ConsumerMsg::Sweep => {
+                let idle = state.args.account_idle;
+                evict(state, "idle", |entry| entry.last_used.elapsed() >= idle);
+                Ok(())
+            }
             ConsumerMsg::Settle { tags, how } => {
                 settle(state, tags, how).await?;
                 finish_drain(state);
@@ -204,7 +225,7 @@ impl Actor for ConsumerActor {
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 let before = state.accounts.len();
-                state.accounts.retain(|_, a| a.get_id() != cell.get_id());
+                state.accounts.retain(|_, a| a.actor.get_id() != cell.get_id());
                 metrics::gauge!("worker_account_actors").decrement((before - state.accounts.len()) as f64);
                 Ok(())
             }
@@ -218,6 +239,7 @@ impl Actor for ConsumerActor {
         state: &mut ConsumerState,
     ) -> Result<(), ActorProcessingErr> {
         state.forwarder.abort();
+        state.sweeper.abort();
         metrics::gauge!("worker_account_actors").decrement(state.accounts.len() as f64);
         state.accounts.clear();
         myself.stop_children(None);
@@ -264,6 +286,25 @@ async fn settle(
     Ok(())
 }
 
+/// Stops the account actors `pick` selects. `drain` lets each finish what is already in its
+/// mailbox first, so no job is dropped; its windows stay in Redis for the next one.
+fn evict(state: &mut ConsumerState, reason: &'static str, pick: impl Fn(&AccountEntry) -> bool) {
+    let before = state.accounts.len();
+    state.accounts.retain(|_, entry| {
+        if pick(entry) {
+            let _ = entry.actor.drain();
+            false
+        } else {
+            true
+        }
+    });
+    let evicted = before - state.accounts.len();
+    if evicted > 0 {
+        metrics::gauge!("worker_account_actors").decrement(evicted as f64);
+        metrics::counter!("account_actor_evictions_total", "reason" => reason).increment(evicted as u64);
+    }
+}
+
 /// Answers a pending drain once the stream has ended and every delivery is acked.
 fn finish_drain(state: &mut ConsumerState) {
     if state.stream_ended
@@ -284,8 +325,17 @@ impl ConsumerActor {
         state: &mut ConsumerState,
         account_id: &str,
     ) -> Result<ActorRef<AccountMsg>, ActorProcessingErr> {
-        if let Some(actor) = state.accounts.get(account_id) {
-            return Ok(actor.clone());
+        if let Some(entry) = state.accounts.get_mut(account_id) {
+            entry.last_used = Instant::now();
+            return Ok(entry.actor.clone());
+        }
+        if state.accounts.len() >= state.args.max_accounts {
+            // Make room in one go (the oldest hundredth), not one scan per new account.
+            let mut ages: Vec<Instant> = state.accounts.values().map(|e| e.last_used).collect();
+            let room = (state.args.max_accounts / 100).max(1).min(ages.len());
+            let (_, cutoff, _) = ages.select_nth_unstable(room - 1);
+            let cutoff = *cutoff;
+            evict(state, "cap", |entry| entry.last_used <= cutoff);
         }
         let args = AccountArgs {
             account_id: account_id.to_owned(),
@@ -293,7 +343,9 @@ impl ConsumerActor {
             scorer: state.args.scorer.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, AccountActor, args, myself.get_cell()).await?;
-        state.accounts.insert(account_id.to_owned(), actor.clone());
+        state
+            .accounts
+            .insert(account_id.to_owned(), AccountEntry { actor: actor.clone(), last_used: Instant::now() });
         metrics::gauge!("worker_account_actors").increment(1.0);
         Ok(actor)
     }

@@ -53,6 +53,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("COMMIT_BATCH_MAX", "256", "decisions the worker commits to PostgreSQL in one transaction at most"),
     ("COMMIT_BATCH_WAIT_MS", "5", "longest a decision waits for its commit batch to fill"),
+    ("ACCOUNT_IDLE_SECS", "300", "a per-account actor idle this long is stopped (its windows stay in Redis)"),
+    (
+        "MAX_ACCOUNT_ACTORS",
+        "100000",
+        "most per-account actors one worker keeps; the least recently used go first",
+    ),
     ("SHUTDOWN_TIMEOUT_SECS", "30", "on SIGTERM, how long the worker may finish and commit in-flight work"),
     ("RISK_MEDIUM_AMOUNT", "1000", "amount from which the rule scorer raises risk to MEDIUM"),
     ("RISK_HIGH_AMOUNT", "10000", "amount from which the rule scorer flags HIGH and raises an alert"),
@@ -118,6 +124,15 @@ pub struct CommitSettings {
     pub batch_wait: Duration,
 }
 
+/// Bounds on the per-account actors a worker keeps in memory.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    /// Idle time after which an account actor is stopped.
+    pub idle: Duration,
+    /// Most account actors alive at once.
+    pub max: usize,
+}
+
 /// Thresholds of the rule scorer.
 #[derive(Debug, Clone)]
 pub struct ScoringSettings {
@@ -155,6 +170,8 @@ pub struct Settings {
     pub commit: CommitSettings,
     /// How long a worker drains on SIGTERM before it closes anyway.
     pub shutdown_timeout: Duration,
+    /// Per-account actor bounds.
+    pub accounts: AccountSettings,
     /// Rule thresholds.
     pub scoring: ScoringSettings,
     /// Whether binaries apply migrations at start-up.
@@ -245,6 +262,10 @@ impl Settings {
                 batch_wait: Duration::from_millis(parse(get("COMMIT_BATCH_WAIT_MS"))?),
             },
             shutdown_timeout: Duration::from_secs(positive(get("SHUTDOWN_TIMEOUT_SECS"))?),
+            accounts: AccountSettings {
+                idle: Duration::from_secs(positive(get("ACCOUNT_IDLE_SECS"))?),
+                max: positive(get("MAX_ACCOUNT_ACTORS"))?,
+            },
             scoring,
             migrate_on_start: parse(get("MIGRATE_ON_START"))?,
             log_format,

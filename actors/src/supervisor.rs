@@ -164,6 +164,8 @@ async fn spawn_pipeline(
         topology: Topology::new(&args.settings.amqp.prefix, args.settings.amqp.delivery_limit),
         windows: args.windows.clone(),
         scorer,
+        account_idle: args.settings.accounts.idle,
+        max_accounts: args.settings.accounts.max,
     };
     let (consumer, _) = Actor::spawn_linked(None, ConsumerActor, consumer_args, sup).await?;
     state.children.push(consumer.get_cell());

@@ -122,6 +122,18 @@ impl Pipeline {
         let _ = conn.close(200, "done".into()).await;
     }
 
+    /// The value of an unlabelled metric (or the sum over its label sets) on the worker.
+    pub async fn worker_metric(&self, name: &str) -> f64 {
+        let addr = self.node.as_ref().map(|n| n.addr()).unwrap_or_else(|| panic!("no worker"));
+        let text =
+            self.http.get(format!("http://{addr}/metrics")).send().await.unwrap_or_else(|e| panic!("{e}"));
+        let text = text.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// GET /transactions/{id}: status code and body.
     pub async fn get(&self, id: &str) -> (u16, Value) {
         let r = self

@@ -1,6 +1,7 @@
 //! End-to-end tests: the api and a worker node in-process, against the real PostgreSQL,
 //! Redis and RabbitMQ, each test on its own database, broker names and Redis prefix.
 
+mod accounts;
 mod helpers;
 mod reads;
 mod recovery;
