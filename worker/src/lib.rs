@@ -7,6 +7,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+pub mod dlq;
+
 use anyhow::Context;
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use fraudsense_actors::{
