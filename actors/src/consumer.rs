@@ -79,19 +79,20 @@ pub struct ConsumerState {
     args: ConsumerArgs,
     connection: Connection,
     channel: Channel,
-    forwarder: JoinHandle<()>,
+    forwarders: Vec<JoinHandle<()>>,
     accounts: HashMap<String, AccountEntry>,
     sweeper: JoinHandle<()>,
     /// Delivered and not yet settled.
     outstanding: BTreeSet<u64>,
     /// Committed but not yet acked, because a lower tag is still outstanding.
     committed: BTreeSet<u64>,
-    /// Our consumer tag on the channel (to cancel it when draining).
-    consumer_tag: ShortString,
+    /// Our consumer tags on the channel, one per shard (to cancel them when draining).
+    consumer_tags: Vec<ShortString>,
     /// Set while draining: who to tell once everything is settled.
     draining: Option<RpcReplyPort<()>>,
-    /// The delivery stream has ended (after a cancel, every delivery has been forwarded).
-    stream_ended: bool,
+    /// Delivery streams that have ended (after a cancel, all of a stream's deliveries have
+    /// been forwarded).
+    streams_ended: usize,
 }
 
 /// Consumes `transaction.created` and fans out to account actors.
@@ -113,46 +114,36 @@ impl Actor for ConsumerActor {
         let channel = connection.create_channel().await?;
         args.topology.declare(&channel).await?;
         channel.basic_qos(args.amqp.prefetch, BasicQosOptions::default()).await?;
-        let mut stream = channel
-            .basic_consume(
-                args.topology.created_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let consumer_tag = stream.tag();
+        // One consumer per shard queue, all on this channel (prefetch applies per consumer).
+        let mut consumer_tags = Vec::new();
+        let mut forwarders = Vec::new();
+        for queue in &args.topology.shard_queues {
+            let stream = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            consumer_tags.push(stream.tag());
+            forwarders.push(tokio::spawn(forward(stream, myself.clone())));
+        }
         let sweep_every = (args.account_idle / 2).max(Duration::from_millis(100));
         let sweeper = myself.send_interval(sweep_every, || ConsumerMsg::Sweep);
-        let me = myself.clone();
-        let forwarder = tokio::spawn(async move {
-            let reason = loop {
-                match stream.next().await {
-                    Some(Ok(delivery)) => {
-                        if me.cast(ConsumerMsg::Delivery(Box::new(delivery))).is_err() {
-                            break String::from("consumer actor stopped");
-                        }
-                    }
-                    Some(Err(error)) => break error.to_string(),
-                    None => break String::from("consumer cancelled"),
-                }
-            };
-            // Ignored if we are already stopping.
-            let _ = me.cast(ConsumerMsg::StreamEnded(reason));
-        });
-        tracing::info!(component = "consumer", queue = %args.topology.created_queue, "consuming");
+        tracing::info!(component = "consumer", shards = args.topology.shard_queues.len(), "consuming");
         Ok(ConsumerState {
             args,
             connection,
             channel,
-            forwarder,
+            forwarders,
             accounts: HashMap::new(),
             sweeper,
             outstanding: BTreeSet::new(),
             committed: BTreeSet::new(),
-            consumer_tag,
+            consumer_tags,
             draining: None,
-            stream_ended: false,
+            streams_ended: 0,
         })
     }
 
@@ -188,14 +179,16 @@ impl Actor for ConsumerActor {
                 if state.draining.is_none() {
                     return Err(format!("delivery stream ended: {reason}").into());
                 }
-                state.stream_ended = true;
+                state.streams_ended += 1;
                 finish_drain(state);
                 Ok(())
             }
             ConsumerMsg::Drain(reply) => {
                 tracing::info!(component = "consumer", in_flight = state.outstanding.len(), "draining");
                 state.draining = Some(reply);
-                state.channel.basic_cancel(state.consumer_tag.clone(), BasicCancelOptions::default()).await?;
+                for tag in state.consumer_tags.clone() {
+                    state.channel.basic_cancel(tag, BasicCancelOptions::default()).await?;
+                }
                 Ok(())
             }
             ConsumerMsg::Sweep => {
@@ -238,7 +231,9 @@ impl Actor for ConsumerActor {
         myself: ActorRef<Self::Msg>,
         state: &mut ConsumerState,
     ) -> Result<(), ActorProcessingErr> {
-        state.forwarder.abort();
+        for forwarder in &state.forwarders {
+            forwarder.abort();
+        }
         state.sweeper.abort();
         metrics::gauge!("worker_account_actors").decrement(state.accounts.len() as f64);
         state.accounts.clear();
@@ -286,6 +281,23 @@ async fn settle(
     Ok(())
 }
 
+/// Forwards one shard's deliveries to the consumer actor, then reports the stream's end.
+async fn forward(mut stream: lapin::Consumer, consumer: ActorRef<ConsumerMsg>) {
+    let reason = loop {
+        match stream.next().await {
+            Some(Ok(delivery)) => {
+                if consumer.cast(ConsumerMsg::Delivery(Box::new(delivery))).is_err() {
+                    break String::from("consumer actor stopped");
+                }
+            }
+            Some(Err(error)) => break error.to_string(),
+            None => break String::from("consumer cancelled"),
+        }
+    };
+    // Ignored if the actor is already stopping.
+    let _ = consumer.cast(ConsumerMsg::StreamEnded(reason));
+}
+
 /// Stops the account actors `pick` selects. `drain` lets each finish what is already in its
 /// mailbox first, so no job is dropped; its windows stay in Redis for the next one.
 fn evict(state: &mut ConsumerState, reason: &'static str, pick: impl Fn(&AccountEntry) -> bool) {
@@ -307,7 +319,7 @@ fn evict(state: &mut ConsumerState, reason: &'static str, pick: impl Fn(&Account
 
 /// Answers a pending drain once the stream has ended and every delivery is acked.
 fn finish_drain(state: &mut ConsumerState) {
-    if state.stream_ended
+    if state.streams_ended >= state.consumer_tags.len()
         && state.outstanding.is_empty()
         && state.committed.is_empty()
         && let Some(reply) = state.draining.take()

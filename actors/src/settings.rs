@@ -36,6 +36,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ connection string (vhost URL-encoded)"),
     ("AMQP_PREFIX", "fraudsense.", "prefix of every exchange and queue name"),
     ("AMQP_PREFETCH", "256", "unacknowledged deliveries a worker holds at once"),
+    ("AMQP_SHARDS", "8", "shard queues transactions are hashed onto (most worker nodes sharing the work)"),
+    (
+        "SHARD_KEY",
+        "account_id",
+        "what transactions are sharded and ordered by: account_id, merchant_id or country",
+    ),
     ("AMQP_DELIVERY_LIMIT", "5", "deliveries of one message before it is dead-lettered"),
     (
         "PUBLISH_CONFIRM_TIMEOUT_MS",
@@ -98,6 +104,34 @@ pub struct AmqpSettings {
     pub delivery_limit: u32,
     /// Longest the api waits for a publisher confirm before it answers 503.
     pub confirm_timeout: Duration,
+    /// Number of shard queues transactions are hashed onto (the most worker nodes that can
+    /// share the work). Fixed for the life of a deployment: changing it re-maps keys.
+    pub shards: u16,
+    /// What transactions are sharded (and so ordered) by.
+    pub shard_key: ShardKey,
+}
+
+/// The transaction field that picks a transaction's shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardKey {
+    /// One owner per account: per-account order and windows hold across nodes (default).
+    AccountId,
+    /// One owner per merchant.
+    MerchantId,
+    /// One owner per country (as the first product brief partitioned); transactions
+    /// without a country share one shard. Per-account order then holds only within a country.
+    Country,
+}
+
+impl ShardKey {
+    /// The value of this key for `tx`.
+    pub fn value(self, tx: &crate::Transaction) -> String {
+        match self {
+            ShardKey::AccountId => tx.account_id.clone(),
+            ShardKey::MerchantId => tx.merchant_id.clone(),
+            ShardKey::Country => tx.country.clone().unwrap_or_else(|| "none".into()),
+        }
+    }
 }
 
 /// Limits that protect the api and its callers.
@@ -255,6 +289,19 @@ impl Settings {
                 prefetch: positive(get("AMQP_PREFETCH"))?,
                 delivery_limit: positive(get("AMQP_DELIVERY_LIMIT"))?,
                 confirm_timeout: Duration::from_millis(confirm_ms.max(1)),
+                shards: positive(get("AMQP_SHARDS"))?,
+                shard_key: match get("SHARD_KEY") {
+                    (_, v) if v == "account_id" => ShardKey::AccountId,
+                    (_, v) if v == "merchant_id" => ShardKey::MerchantId,
+                    (_, v) if v == "country" => ShardKey::Country,
+                    (var, value) => {
+                        return Err(SettingsError {
+                            var,
+                            value,
+                            reason: "must be account_id, merchant_id or country".into(),
+                        });
+                    }
+                },
             },
             http,
             commit: CommitSettings {

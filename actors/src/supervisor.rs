@@ -161,7 +161,7 @@ async fn spawn_pipeline(
     state.children.push(scorer.get_cell());
     let consumer_args = ConsumerArgs {
         amqp: args.settings.amqp.clone(),
-        topology: Topology::new(&args.settings.amqp.prefix, args.settings.amqp.delivery_limit),
+        topology: Topology::from_settings(&args.settings.amqp),
         windows: args.windows.clone(),
         scorer,
         account_idle: args.settings.accounts.idle,

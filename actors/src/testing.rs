@@ -71,7 +71,7 @@ impl TestEnv {
 
     /// This test's broker names.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.settings.amqp.prefix, self.settings.amqp.delivery_limit)
+        Topology::from_settings(&self.settings.amqp)
     }
 
     /// A fresh broker connection and channel, for inspecting queues.
@@ -117,6 +117,41 @@ impl TestEnv {
         Ok((proxy, settings))
     }
 
+    /// Transactions waiting in the shard queues (ready, summed over all shards).
+    pub async fn queued_transactions(&self) -> anyhow::Result<u32> {
+        let mut total = 0;
+        for queue in &self.topology().shard_queues {
+            total += self.ready_messages(queue).await?;
+        }
+        Ok(total)
+    }
+
+    /// Consumes (and removes) one queued transaction from whichever shard holds it, waiting
+    /// at most `deadline`. (Single-active-consumer queues refuse `basic.get`.)
+    pub async fn take_one_transaction(
+        &self,
+        deadline: Duration,
+    ) -> anyhow::Result<Option<lapin::message::Delivery>> {
+        use futures_util::StreamExt;
+        let (conn, channel) = self.amqp().await?;
+        let options = lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let mut streams = Vec::new();
+        for queue in &self.topology().shard_queues {
+            streams.push(
+                channel
+                    .basic_consume(queue.as_str().into(), "".into(), options, FieldTable::default())
+                    .await?,
+            );
+        }
+        let mut all = futures_util::stream::select_all(streams);
+        let got = match tokio::time::timeout(deadline, all.next()).await {
+            Ok(Some(delivery)) => Some(delivery?),
+            _ => None,
+        };
+        let _ = conn.close(200, "done".into()).await;
+        Ok(got)
+    }
+
     /// A pool on this test's database.
     pub fn pool(&self) -> anyhow::Result<deadpool_postgres::Pool> {
         Ok(store::connect(&self.settings.database)?)
@@ -130,12 +165,15 @@ impl TestEnv {
 
         let topology = self.topology();
         let (amqp, channel) = self.amqp().await?;
-        for queue in [&topology.created_queue, &topology.dead_letter_queue] {
+        for queue in topology.shard_queues.iter().chain([&topology.dead_letter_queue]) {
             channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
         }
-        for exchange in
-            [&topology.transactions_exchange, &topology.dead_letter_exchange, &topology.alerts_exchange]
-        {
+        for exchange in [
+            &topology.transactions_exchange,
+            &topology.shard_exchange,
+            &topology.dead_letter_exchange,
+            &topology.alerts_exchange,
+        ] {
             channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
         }
         let _ = amqp.close(200, "done".into()).await;

@@ -51,7 +51,7 @@ impl Application {
             store::migrate(&pool).await.context("applying migrations")?;
         }
         let redis = fraudsense_actors::connect_redis(&settings.redis).await.context("connecting to Redis")?;
-        let topology = Topology::new(&settings.amqp.prefix, settings.amqp.delivery_limit);
+        let topology = Topology::from_settings(&settings.amqp);
         let publisher = Publisher::new(settings.amqp.clone(), topology);
         // Not fatal: the api starts (and reports not-ready) while the broker is down.
         if let Err(error) = publisher.connect().await {

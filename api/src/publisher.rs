@@ -21,11 +21,12 @@ use std::{
 use fraudsense_actors::{
     events::TransactionCreated,
     settings::AmqpSettings,
-    topology::{TRANSACTION_CREATED, Topology},
+    topology::{SHARD_KEY_HEADER, TRANSACTION_CREATED, Topology},
 };
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
 };
 use secrecy::ExposeSecret;
 
@@ -169,7 +170,8 @@ impl Publisher {
             .with_content_type("application/json".into())
             .with_message_id(id.into())
             .with_type(TRANSACTION_CREATED.into())
-            .with_timestamp(u64::try_from(event.received_at.timestamp()).unwrap_or_default());
+            .with_timestamp(u64::try_from(event.received_at.timestamp()).unwrap_or_default())
+            .with_headers(self.shard_header(event));
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
         let timeout = self.inner.settings.confirm_timeout;
         let _in_flight = InFlight::enter(&self.inner.in_flight);
@@ -205,6 +207,14 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// The header the consistent-hash exchange shards on.
+    fn shard_header(&self, event: &TransactionCreated) -> FieldTable {
+        let mut headers = FieldTable::default();
+        let key = self.inner.settings.shard_key.value(&event.transaction);
+        headers.insert(SHARD_KEY_HEADER.into(), AMQPValue::LongString(key.as_str().into()));
+        headers
     }
 
     /// Closes the connection (shutdown).

@@ -50,7 +50,7 @@ async fn open(settings: &Settings) -> anyhow::Result<(Connection, Channel, Topol
     .context("connecting to RabbitMQ timed out")?
     .context("connecting to RabbitMQ")?;
     let channel = connection.create_channel().await?;
-    let topology = Topology::new(&settings.amqp.prefix, settings.amqp.delivery_limit);
+    let topology = Topology::from_settings(&settings.amqp);
     topology.declare(&channel).await.context("declaring the topology")?;
     Ok((connection, channel, topology))
 }

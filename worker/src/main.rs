@@ -16,6 +16,13 @@ struct Cli {
 enum Command {
     /// Run a worker node (the default).
     Run,
+    /// Print the RabbitMQ topology for the current settings as a definitions document
+    /// (what `infra/rabbitmq/definitions.json` holds for the defaults).
+    Topology {
+        /// Virtual host the definitions are for.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+    },
     /// Inspect, replay or purge the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -50,6 +57,10 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init("worker", settings.log_format);
             let node = Node::start(settings).await?;
             node.run_until(shutdown_signal()).await;
+        }
+        Command::Topology { vhost } => {
+            let topology = fraudsense_actors::topology::Topology::from_settings(&settings.amqp);
+            println!("{}", serde_json::to_string_pretty(&topology.definitions(&vhost))?);
         }
         Command::Dlq { action } => match action {
             DlqAction::List { limit } => {

@@ -79,8 +79,7 @@ impl TestApp {
     }
 
     pub async fn queued(&self) -> u32 {
-        let queue = self.env.topology().created_queue;
-        self.env.ready_messages(&queue).await.unwrap_or_else(|e| panic!("{e:#}"))
+        self.env.queued_transactions().await.unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Stops the server and removes the test's database, queues and keys.

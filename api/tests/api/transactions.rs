@@ -2,7 +2,6 @@ use std::time::{Duration, Instant};
 
 use fraudsense_actors::TransactionCreated;
 use fraudsense_actors::testing::TestEnv;
-use lapin::options::BasicGetOptions;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -18,18 +17,15 @@ async fn an_accepted_transaction_is_a_confirmed_persistent_message() {
     assert_eq!(answer, json!({"transaction_id": "tx-accept-1", "status": "queued"}));
 
     // The 202 came after the confirm, so the message is already on the durable queue.
-    let (_conn, channel) = app.env.amqp().await.unwrap_or_else(|e| panic!("{e:#}"));
-    let queue = app.env.topology().created_queue;
-    let message = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no message on {queue}"));
-    let props = &message.delivery.properties;
+    assert_eq!(app.queued().await, 1, "one message, on the shard its account hashes to");
+    let delivery =
+        app.env.take_one_transaction(Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let message = delivery.unwrap_or_else(|| panic!("no message on any shard"));
+    let props = &message.properties;
     assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some("tx-accept-1"));
     assert_eq!(*props.delivery_mode(), Some(2), "must be persistent");
-    assert_eq!(message.delivery.routing_key.as_str(), "transaction.created");
-    let event = TransactionCreated::decode(&message.delivery.data).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(message.routing_key.as_str(), "transaction.created");
+    let event = TransactionCreated::decode(&message.data).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(event.schema_version, 1);
     assert_eq!(event.raw, body, "the raw payload travels verbatim");
     assert_eq!(event.transaction.amount.to_string(), "12.34");
@@ -298,5 +294,36 @@ async fn a_blocked_broker_is_a_fast_503_and_not_ready_until_unblocked() {
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(app.post_json(&transaction("blk-1", "1")).await.status().as_u16(), 202);
     assert_eq!(app.queued().await, 2);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn transactions_spread_over_the_shards_and_one_account_stays_on_one() {
+    let app = spawn_app().await;
+    let shards = app.env.topology().shard_queues;
+    let counts = async || {
+        let mut counts = Vec::new();
+        for q in &shards {
+            counts.push(app.env.ready_messages(q).await.unwrap_or_else(|e| panic!("{e:#}")));
+        }
+        counts
+    };
+    for i in 0..40 {
+        let mut body = transaction(&format!("spread-{i}"), "1");
+        body["account_id"] = json!(format!("acct-spread-{i}"));
+        assert_eq!(app.post_json(&body).await.status().as_u16(), 202);
+    }
+    let spread = counts().await;
+    assert_eq!(spread.iter().sum::<u32>(), 40);
+    assert!(spread.iter().filter(|c| **c > 0).count() >= shards.len() / 2, "poorly spread: {spread:?}");
+
+    for i in 0..6 {
+        let mut body = transaction(&format!("same-{i}"), "1");
+        body["account_id"] = json!("acct-one-owner");
+        assert_eq!(app.post_json(&body).await.status().as_u16(), 202);
+    }
+    let after = counts().await;
+    let grew: Vec<u32> = after.iter().zip(&spread).map(|(a, b)| a - b).filter(|d| *d > 0).collect();
+    assert_eq!(grew, [6], "one account's transactions all go to one shard: {spread:?} -> {after:?}");
     app.teardown().await;
 }

@@ -89,9 +89,8 @@ async fn after_the_idempotency_ttl_the_database_still_recognises_a_transaction()
     let replay = p.request(Method::POST, "/transactions", Some(&body)).await;
     assert_eq!(replay.status().as_u16(), 202);
     assert_eq!(replay.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
-    let queue = p.env.topology().created_queue;
     assert_eq!(
-        p.env.ready_messages(&queue).await.unwrap_or_default(),
+        p.env.queued_transactions().await.unwrap_or_default(),
         0,
         "recognised, so not published again"
     );

@@ -142,9 +142,8 @@ async fn a_graceful_stop_mid_stream_commits_and_acks_what_it_started_and_returns
     .unwrap_or_else(|e| panic!("{e:#}"));
     p.stop_worker().await;
 
-    let queue = p.env.topology().created_queue;
     let scored = p.count("SELECT count(*) FROM scores WHERE transaction_id LIKE $1", "gs-%").await;
-    let waiting = i64::from(p.env.ready_messages(&queue).await.unwrap_or_default());
+    let waiting = i64::from(p.env.queued_transactions().await.unwrap_or_default());
     println!("graceful stop: sent {N}, committed {scored}, returned to the queue {waiting}");
     // Committed work was acked (else it would also be back in the queue), the rest is waiting:
     assert_eq!(scored + waiting, N as i64, "nothing lost, nothing committed-but-unacked");

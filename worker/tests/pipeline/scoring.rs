@@ -74,8 +74,7 @@ async fn a_high_risk_transaction_raises_exactly_one_alert() {
 async fn a_transaction_accepted_while_no_worker_runs_waits_and_is_scored_later() {
     let mut p = spawn_api_only().await;
     assert_eq!(p.post(&transaction("late-1", "acct-l", "60", "2026-11-20T09:00:00Z")).await, 202);
-    let queue = p.env.topology().created_queue;
-    assert_eq!(p.env.ready_messages(&queue).await.unwrap_or_default(), 1);
+    assert_eq!(p.env.queued_transactions().await.unwrap_or_default(), 1);
     let (status, waiting) = p.get("late-1").await;
     assert_eq!((status, waiting["status"].as_str()), (200, Some("queued")), "accepted, not yet scored");
 
@@ -83,7 +82,7 @@ async fn a_transaction_accepted_while_no_worker_runs_waits_and_is_scored_later()
     let view = p.scored("late-1").await;
     assert_eq!(view["score"]["risk_label"], "LOW");
     eventually(DEADLINE, "the queue to drain", || async {
-        Ok((p.env.ready_messages(&queue).await? == 0).then_some(()))
+        Ok((p.env.queued_transactions().await? == 0).then_some(()))
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
