@@ -4,9 +4,16 @@
 //! Closing its channel (on stop or restart) returns every unacknowledged delivery to the
 //! queue, which is what makes "a failure mid-message means redelivery" hold for the whole
 //! pipeline.
+//!
+//! It holds one consumer per shard queue it subscribes to and, when a management API is
+//! configured, takes part in spreading shards across nodes (see [`crate::balance`]). A
+//! shard it gives up is cancelled only while none of its deliveries is in flight here, and
+//! anything the broker still sends on it before the cancel completes is handed straight
+//! back (to the front of the queue), so the next owner starts exactly where this one
+//! stopped: one owner per account at a time, in order.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, Instant},
 };
 
@@ -23,21 +30,37 @@ use tokio::task::JoinHandle;
 
 use crate::{
     account::{AccountActor, AccountArgs, AccountMsg},
+    balance::{self, ShardView},
     events::TransactionCreated,
     features::WindowStore,
     job::{Job, Settlement},
     scorer::ScorerMsg,
-    settings::AmqpSettings,
+    settings::{AmqpSettings, BalanceSettings},
     topology::Topology,
 };
 
 /// Messages the consumer accepts.
 #[derive(Debug)]
 pub enum ConsumerMsg {
-    /// A delivery from the broker.
-    Delivery(Box<Delivery>),
-    /// The delivery stream ended (connection or channel lost): fail so we get restarted.
-    StreamEnded(String),
+    /// A delivery from the broker on shard `shard`.
+    Delivery {
+        /// Index of the shard queue.
+        shard: usize,
+        /// The delivery.
+        delivery: Box<Delivery>,
+    },
+    /// A shard's delivery stream ended: expected after a cancel, else the connection or
+    /// channel was lost and we fail so the supervisor restarts us.
+    StreamEnded {
+        /// Index of the shard queue.
+        shard: usize,
+        /// Why it ended.
+        reason: String,
+    },
+    /// Time to look at who consumes which shard.
+    Balance,
+    /// Who consumes which shard, per the management API.
+    View(Vec<ShardView>),
     /// Stop consuming, finish what is in flight, and answer once every delivery is settled.
     Drain(RpcReplyPort<()>),
     /// Time to stop account actors that have been idle.
@@ -66,6 +89,24 @@ pub struct ConsumerArgs {
     pub account_idle: Duration,
     /// At most this many account actors live at once; the least recently used go first.
     pub max_accounts: usize,
+    /// This node's id, part of every consumer tag.
+    pub node_id: String,
+    /// Shard balancing across nodes, if a management API is configured.
+    pub balance: Option<BalanceSettings>,
+}
+
+/// One shard queue from this consumer's point of view.
+struct Shard {
+    queue: String,
+    /// Our consumer tag while subscribed.
+    tag: Option<ShortString>,
+    /// A cancel was sent and its stream has not ended yet.
+    cancelling: bool,
+    /// Deliveries from this shard dispatched and not yet settled.
+    in_flight: usize,
+    forwarder: Option<JoinHandle<()>>,
+    /// Consumer tags are unique per subscription.
+    seq: u32,
 }
 
 /// One live account actor.
@@ -79,20 +120,17 @@ pub struct ConsumerState {
     args: ConsumerArgs,
     connection: Connection,
     channel: Channel,
-    forwarders: Vec<JoinHandle<()>>,
+    shards: Vec<Shard>,
     accounts: HashMap<String, AccountEntry>,
     sweeper: JoinHandle<()>,
-    /// Delivered and not yet settled.
-    outstanding: BTreeSet<u64>,
+    balancer: Option<JoinHandle<()>>,
+    http: reqwest::Client,
+    /// Delivered and not yet settled, with the shard each came from.
+    outstanding: BTreeMap<u64, usize>,
     /// Committed but not yet acked, because a lower tag is still outstanding.
     committed: BTreeSet<u64>,
-    /// Our consumer tags on the channel, one per shard (to cancel them when draining).
-    consumer_tags: Vec<ShortString>,
     /// Set while draining: who to tell once everything is settled.
     draining: Option<RpcReplyPort<()>>,
-    /// Delivery streams that have ended (after a cancel, all of a stream's deliveries have
-    /// been forwarded).
-    streams_ended: usize,
 }
 
 /// Consumes `transaction.created` and fans out to account actors.
@@ -114,37 +152,42 @@ impl Actor for ConsumerActor {
         let channel = connection.create_channel().await?;
         args.topology.declare(&channel).await?;
         channel.basic_qos(args.amqp.prefetch, BasicQosOptions::default()).await?;
-        // One consumer per shard queue, all on this channel (prefetch applies per consumer).
-        let mut consumer_tags = Vec::new();
-        let mut forwarders = Vec::new();
-        for queue in &args.topology.shard_queues {
-            let stream = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            consumer_tags.push(stream.tag());
-            forwarders.push(tokio::spawn(forward(stream, myself.clone())));
-        }
         let sweep_every = (args.account_idle / 2).max(Duration::from_millis(100));
         let sweeper = myself.send_interval(sweep_every, || ConsumerMsg::Sweep);
-        tracing::info!(component = "consumer", shards = args.topology.shard_queues.len(), "consuming");
-        Ok(ConsumerState {
+        let balancer = args.balance.as_ref().map(|b| myself.send_interval(b.every, || ConsumerMsg::Balance));
+        let shards = args
+            .topology
+            .shard_queues
+            .iter()
+            .map(|queue| Shard {
+                queue: queue.clone(),
+                tag: None,
+                cancelling: false,
+                in_flight: 0,
+                forwarder: None,
+                seq: 0,
+            })
+            .collect();
+        let mut state = ConsumerState {
             args,
             connection,
             channel,
-            forwarders,
+            shards,
             accounts: HashMap::new(),
             sweeper,
-            outstanding: BTreeSet::new(),
+            balancer,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
+            outstanding: BTreeMap::new(),
             committed: BTreeSet::new(),
-            consumer_tags,
             draining: None,
-            streams_ended: 0,
-        })
+        };
+        // Start by waiting on every shard: alone, this node takes them all; with others,
+        // balancing hands out fair shares from here.
+        for shard in 0..state.shards.len() {
+            subscribe(&myself, &mut state, shard).await?;
+        }
+        tracing::info!(component = "consumer", shards = state.shards.len(), node = %state.args.node_id, "consuming");
+        Ok(state)
     }
 
     async fn handle(
@@ -154,8 +197,17 @@ impl Actor for ConsumerActor {
         state: &mut ConsumerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ConsumerMsg::Delivery(delivery) => {
+            ConsumerMsg::Delivery { shard, delivery } => {
                 let Delivery { data, delivery_tag, redelivered, .. } = *delivery;
+                let giving_up =
+                    state.draining.is_some() || state.shards.get(shard).is_none_or(|s| s.cancelling);
+                if giving_up {
+                    // Sent before our cancel took effect: give it back, to the front of the
+                    // queue, for whoever owns the shard next.
+                    let back = BasicNackOptions { requeue: true, multiple: false };
+                    state.channel.basic_nack(delivery_tag, back).await?;
+                    return Ok(());
+                }
                 let event = match TransactionCreated::decode(&data) {
                     Ok(event) => event,
                     Err(error) => {
@@ -167,7 +219,10 @@ impl Actor for ConsumerActor {
                         return Ok(());
                     }
                 };
-                state.outstanding.insert(delivery_tag);
+                state.outstanding.insert(delivery_tag, shard);
+                if let Some(s) = state.shards.get_mut(shard) {
+                    s.in_flight += 1;
+                }
                 let account = self.account(&myself, state, &event.transaction.account_id).await?;
                 let job = Job::new(event, delivery_tag, redelivered, myself.clone());
                 if let Err(error) = account.cast(AccountMsg::Observe(job)) {
@@ -175,20 +230,48 @@ impl Actor for ConsumerActor {
                 }
                 Ok(())
             }
-            ConsumerMsg::StreamEnded(reason) => {
-                if state.draining.is_none() {
-                    return Err(format!("delivery stream ended: {reason}").into());
+            ConsumerMsg::StreamEnded { shard, reason } => {
+                let Some(s) = state.shards.get_mut(shard) else { return Ok(()) };
+                if !s.cancelling {
+                    return Err(format!("delivery stream of {} ended: {reason}", s.queue).into());
                 }
-                state.streams_ended += 1;
+                s.cancelling = false;
+                s.forwarder = None;
                 finish_drain(state);
+                Ok(())
+            }
+            ConsumerMsg::Balance => {
+                if let (Some(balance), None) = (&state.args.balance, &state.draining) {
+                    let http = state.http.clone();
+                    let balance = balance.clone();
+                    let queues = state.args.topology.shard_queues.clone();
+                    let me = myself.clone();
+                    tokio::spawn(async move {
+                        match fetch_views(&http, &balance, &queues).await {
+                            Ok(views) => {
+                                let _ = me.cast(ConsumerMsg::View(views));
+                            }
+                            Err(error) => {
+                                tracing::debug!(component = "consumer", %error, "management API unavailable")
+                            }
+                        }
+                    });
+                }
+                Ok(())
+            }
+            ConsumerMsg::View(views) => {
+                if state.draining.is_none() {
+                    rebalance(&myself, state, &views).await?;
+                }
                 Ok(())
             }
             ConsumerMsg::Drain(reply) => {
                 tracing::info!(component = "consumer", in_flight = state.outstanding.len(), "draining");
                 state.draining = Some(reply);
-                for tag in state.consumer_tags.clone() {
-                    state.channel.basic_cancel(tag, BasicCancelOptions::default()).await?;
+                for shard in 0..state.shards.len() {
+                    cancel(state, shard).await?;
                 }
+                finish_drain(state);
                 Ok(())
             }
             ConsumerMsg::Sweep => {
@@ -231,10 +314,13 @@ impl Actor for ConsumerActor {
         myself: ActorRef<Self::Msg>,
         state: &mut ConsumerState,
     ) -> Result<(), ActorProcessingErr> {
-        for forwarder in &state.forwarders {
+        for forwarder in state.shards.iter().filter_map(|s| s.forwarder.as_ref()) {
             forwarder.abort();
         }
         state.sweeper.abort();
+        if let Some(balancer) = &state.balancer {
+            balancer.abort();
+        }
         metrics::gauge!("worker_account_actors").decrement(state.accounts.len() as f64);
         state.accounts.clear();
         myself.stop_children(None);
@@ -257,8 +343,11 @@ async fn settle(
     how: Settlement,
 ) -> Result<(), ActorProcessingErr> {
     for tag in tags {
-        if !state.outstanding.remove(&tag) {
+        let Some(shard) = state.outstanding.remove(&tag) else {
             continue; // Not ours (a previous channel) or already settled.
+        };
+        if let Some(s) = state.shards.get_mut(shard) {
+            s.in_flight = s.in_flight.saturating_sub(1);
         }
         match how {
             Settlement::Ack => {
@@ -270,7 +359,7 @@ async fn settle(
             }
         }
     }
-    let ackable = match state.outstanding.first() {
+    let ackable = match state.outstanding.keys().next() {
         Some(lowest) => state.committed.range(..*lowest).next_back().copied(),
         None => state.committed.last().copied(),
     };
@@ -282,11 +371,11 @@ async fn settle(
 }
 
 /// Forwards one shard's deliveries to the consumer actor, then reports the stream's end.
-async fn forward(mut stream: lapin::Consumer, consumer: ActorRef<ConsumerMsg>) {
+async fn forward(shard: usize, mut stream: lapin::Consumer, consumer: ActorRef<ConsumerMsg>) {
     let reason = loop {
         match stream.next().await {
             Some(Ok(delivery)) => {
-                if consumer.cast(ConsumerMsg::Delivery(Box::new(delivery))).is_err() {
+                if consumer.cast(ConsumerMsg::Delivery { shard, delivery: Box::new(delivery) }).is_err() {
                     break String::from("consumer actor stopped");
                 }
             }
@@ -295,7 +384,98 @@ async fn forward(mut stream: lapin::Consumer, consumer: ActorRef<ConsumerMsg>) {
         }
     };
     // Ignored if the actor is already stopping.
-    let _ = consumer.cast(ConsumerMsg::StreamEnded(reason));
+    let _ = consumer.cast(ConsumerMsg::StreamEnded { shard, reason });
+}
+
+/// Starts (or restarts) our consumer on `shard`.
+async fn subscribe(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    shard: usize,
+) -> Result<(), ActorProcessingErr> {
+    let node = state.args.node_id.clone();
+    let Some(s) = state.shards.get_mut(shard) else { return Ok(()) };
+    if s.tag.is_some() || s.cancelling {
+        return Ok(());
+    }
+    s.seq += 1;
+    let tag = balance::consumer_tag(&node, shard, s.seq);
+    let stream = state
+        .channel
+        .basic_consume(
+            s.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    s.tag = Some(stream.tag());
+    s.forwarder = Some(tokio::spawn(forward(shard, stream, myself.clone())));
+    Ok(())
+}
+
+/// Cancels our consumer on `shard`; its stream's end is reported as `StreamEnded`.
+async fn cancel(state: &mut ConsumerState, shard: usize) -> Result<(), ActorProcessingErr> {
+    let Some(s) = state.shards.get_mut(shard) else { return Ok(()) };
+    let Some(tag) = s.tag.take() else { return Ok(()) };
+    s.cancelling = true;
+    state.channel.basic_cancel(tag, BasicCancelOptions::default()).await?;
+    Ok(())
+}
+
+/// Who consumes which shard, from the management API.
+async fn fetch_views(
+    http: &reqwest::Client,
+    balance: &BalanceSettings,
+    queues: &[String],
+) -> Result<Vec<ShardView>, reqwest::Error> {
+    let url = format!("{}/api/consumers/{}", balance.url.trim_end_matches('/'), balance.vhost_path());
+    let consumers: Vec<balance::ApiConsumer> = http
+        .get(url)
+        .basic_auth(&balance.user, Some(balance.password.expose_secret()))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(balance::views(queues, &consumers))
+}
+
+/// Applies this round's plan (see [`crate::balance`]).
+async fn rebalance(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    views: &[ShardView],
+) -> Result<(), ActorProcessingErr> {
+    if views.len() != state.shards.len() {
+        return Ok(());
+    }
+    let me = state.args.node_id.clone();
+    let subscribed: Vec<bool> = state.shards.iter().map(|s| s.tag.is_some() || s.cancelling).collect();
+    let plan = balance::plan(&me, views, &subscribed);
+    for &shard in &plan.yield_active {
+        // Only hand over a shard with nothing of it in flight here, so the next owner
+        // cannot overtake work we are still doing for one of its accounts.
+        if state.shards[shard].in_flight == 0 {
+            tracing::info!(component = "consumer", shard, "yielding shard to a less loaded node");
+            metrics::counter!("shard_handovers_total").increment(1);
+            cancel(state, shard).await?;
+        }
+    }
+    for &shard in &plan.withdraw {
+        cancel(state, shard).await?;
+    }
+    for &shard in &plan.subscribe {
+        subscribe(myself, state, shard).await?;
+    }
+    let mut owned = 0;
+    for (shard, view) in views.iter().enumerate() {
+        let active = view.active.as_deref() == Some(me.as_str());
+        owned += usize::from(active);
+        metrics::gauge!("worker_shard_active", "shard" => shard.to_string()).set(f64::from(u8::from(active)));
+    }
+    metrics::gauge!("worker_shards_owned").set(owned as f64);
+    Ok(())
 }
 
 /// Stops the account actors `pick` selects. `drain` lets each finish what is already in its
@@ -317,9 +497,9 @@ fn evict(state: &mut ConsumerState, reason: &'static str, pick: impl Fn(&Account
     }
 }
 
-/// Answers a pending drain once the stream has ended and every delivery is acked.
+/// Answers a pending drain once every stream has ended and every delivery is acked.
 fn finish_drain(state: &mut ConsumerState) {
-    if state.streams_ended >= state.consumer_tags.len()
+    if state.shards.iter().all(|s| s.tag.is_none() && !s.cancelling)
         && state.outstanding.is_empty()
         && state.committed.is_empty()
         && let Some(reply) = state.draining.take()

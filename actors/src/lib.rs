@@ -31,6 +31,7 @@
 pub mod account;
 pub mod alert;
 pub mod backoff;
+pub mod balance;
 pub mod consumer;
 pub mod events;
 pub mod features;

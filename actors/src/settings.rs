@@ -44,6 +44,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("AMQP_DELIVERY_LIMIT", "5", "deliveries of one message before it is dead-lettered"),
     (
+        "RABBITMQ_MANAGEMENT_URL",
+        "http://127.0.0.1:15672",
+        "management API workers read shard ownership from (off: no balancing)",
+    ),
+    ("BALANCE_INTERVAL_MS", "2000", "how often a worker rebalances shards across nodes"),
+    (
         "PUBLISH_CONFIRM_TIMEOUT_MS",
         "5000",
         "how long the api waits for a broker confirm before answering 503",
@@ -109,6 +115,30 @@ pub struct AmqpSettings {
     pub shards: u16,
     /// What transactions are sharded (and so ordered) by.
     pub shard_key: ShardKey,
+    /// Shard balancing across worker nodes; `None` when `RABBITMQ_MANAGEMENT_URL=off`.
+    pub balance: Option<BalanceSettings>,
+}
+
+/// Where and how often workers balance shards across nodes.
+#[derive(Debug, Clone)]
+pub struct BalanceSettings {
+    /// Management API base URL, e.g. `http://127.0.0.1:15672`.
+    pub url: String,
+    /// Management API user (from `AMQP_URL`).
+    pub user: String,
+    /// Management API password (from `AMQP_URL`).
+    pub password: SecretString,
+    /// The virtual host of `AMQP_URL`.
+    pub vhost: String,
+    /// Time between rounds.
+    pub every: Duration,
+}
+
+impl BalanceSettings {
+    /// The vhost as a URL path segment (`/` is `%2F`).
+    pub fn vhost_path(&self) -> String {
+        url::form_urlencoded::byte_serialize(self.vhost.as_bytes()).collect()
+    }
 }
 
 /// The transaction field that picks a transaction's shard.
@@ -290,6 +320,11 @@ impl Settings {
                 delivery_limit: positive(get("AMQP_DELIVERY_LIMIT"))?,
                 confirm_timeout: Duration::from_millis(confirm_ms.max(1)),
                 shards: positive(get("AMQP_SHARDS"))?,
+                balance: balance_settings(
+                    get("RABBITMQ_MANAGEMENT_URL"),
+                    get("BALANCE_INTERVAL_MS"),
+                    get("AMQP_URL"),
+                )?,
                 shard_key: match get("SHARD_KEY") {
                     (_, v) if v == "account_id" => ShardKey::AccountId,
                     (_, v) if v == "merchant_id" => ShardKey::MerchantId,
@@ -323,6 +358,41 @@ impl Settings {
     pub fn database_url(&self) -> &str {
         self.database.url.expose_secret()
     }
+}
+
+/// Management API settings; credentials and vhost come from the AMQP URL.
+fn balance_settings(
+    (var, management): (&'static str, String),
+    every: (&'static str, String),
+    (amqp_var, amqp): (&'static str, String),
+) -> Result<Option<BalanceSettings>, SettingsError> {
+    if management == "off" {
+        return Ok(None);
+    }
+    let bad = |var, value: String, reason: &str| SettingsError { var, value, reason: reason.into() };
+    if !management.starts_with("http://") && !management.starts_with("https://") {
+        return Err(bad(var, management, "must be an http(s) URL or off"));
+    }
+    let amqp = url::Url::parse(&amqp).map_err(|e| bad(amqp_var, "<redacted>".into(), &e.to_string()))?;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned())
+    };
+    let vhost = match amqp.path().trim_start_matches('/') {
+        "" => "/".to_owned(),
+        path => decode(path).unwrap_or_else(|| "/".into()),
+    };
+    let user = match amqp.username() {
+        "" => "guest".to_owned(),
+        user => decode(user).unwrap_or_default(),
+    };
+    let password = amqp.password().and_then(decode).unwrap_or_else(|| "guest".into());
+    Ok(Some(BalanceSettings {
+        url: management,
+        user,
+        password: SecretString::from(password),
+        vhost,
+        every: Duration::from_millis(positive(every)?),
+    }))
 }
 
 fn parse<T>((var, value): (&'static str, String)) -> Result<T, SettingsError>
@@ -366,6 +436,18 @@ mod tests {
         let err =
             Settings::from_lookup(|k| (k == "DATABASE_POOL_SIZE").then(|| "0".into())).err().map(|e| e.var);
         assert_eq!(err, Some("DATABASE_POOL_SIZE"));
+    }
+
+    #[test]
+    fn balancing_reads_credentials_and_vhost_from_the_amqp_url() {
+        let s = Settings::from_lookup(|k| (k == "AMQP_URL").then(|| "amqp://fs:p%40ss@h:5672/prod".into()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = s.amqp.balance.unwrap_or_else(|| panic!("balancing off"));
+        assert_eq!((b.user.as_str(), b.password.expose_secret(), b.vhost.as_str()), ("fs", "p@ss", "prod"));
+        let d = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}")).amqp.balance;
+        assert_eq!(d.map(|b| (b.vhost_path(), b.user)), Some(("%2F".to_owned(), "guest".to_owned())));
+        let off = Settings::from_lookup(|k| (k == "RABBITMQ_MANAGEMENT_URL").then(|| "off".into()));
+        assert!(off.is_ok_and(|s| s.amqp.balance.is_none()));
     }
 
     #[test]

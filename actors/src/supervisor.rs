@@ -46,6 +46,8 @@ pub struct SupervisorArgs {
     pub pool: Pool,
     /// Redis windows.
     pub windows: WindowStore,
+    /// This node's id (in its consumer tags and metrics).
+    pub node_id: String,
 }
 
 /// Supervisor state.
@@ -166,6 +168,8 @@ async fn spawn_pipeline(
         scorer,
         account_idle: args.settings.accounts.idle,
         max_accounts: args.settings.accounts.max,
+        node_id: args.node_id.clone(),
+        balance: args.settings.amqp.balance.clone(),
     };
     let (consumer, _) = Actor::spawn_linked(None, ConsumerActor, consumer_args, sup).await?;
     state.children.push(consumer.get_cell());

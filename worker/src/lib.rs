@@ -57,7 +57,9 @@ impl Node {
         let addr = listener.local_addr()?;
 
         let drain_timeout = settings.shutdown_timeout;
-        let args = SupervisorArgs { settings, pool: pool.clone(), windows };
+        let node_id = new_node_id();
+        tracing::info!(component = "worker", node_id, "node identity");
+        let args = SupervisorArgs { node_id, settings, pool: pool.clone(), windows };
         let (supervisor, supervisor_done) =
             Actor::spawn(None, Supervisor, args).await.context("starting the supervision tree")?;
 
@@ -126,4 +128,11 @@ async fn ready(State(h): State<Health>) -> (StatusCode, Json<Value>) {
     let (ok, body) = health::report(&[("postgres", postgres), ("redis", redis), ("actors", tree)]);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
+}
+
+/// A node id unique enough to tell live nodes apart: process id and start time.
+fn new_node_id() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
