@@ -46,6 +46,8 @@ pub struct AlertArgs {
     pub batch_max: usize,
     /// Longest a decision waits for its batch to fill.
     pub batch_wait: Duration,
+    /// This node's id, recorded with every decision.
+    pub node_id: String,
 }
 
 /// First delay before retrying a failed commit; doubles up to [`MAX_RETRY_DELAY`].
@@ -129,7 +131,7 @@ async fn flush(state: &mut AlertState) {
     }
     let pairs: Vec<_> = state.batch.iter().map(|(job, decision)| (&job.event, decision)).collect();
     let started = std::time::Instant::now();
-    match store::record_decisions(&state.args.pool, &pairs).await {
+    match store::record_decisions(&state.args.pool, &state.args.node_id, &pairs).await {
         Ok(recorded) => {
             if state.failures > 0 {
                 tracing::info!(component = "alert", attempts = state.failures + 1, "commit succeeded again");

@@ -63,6 +63,7 @@ pub struct Recorded {
 /// nothing. Returns one [`Recorded`] per input, in order.
 pub async fn record_decisions(
     pool: &Pool,
+    node: &str,
     batch: &[(&TransactionCreated, &Decision)],
 ) -> Result<Vec<Recorded>, StoreError> {
     let encode =
@@ -157,11 +158,11 @@ pub async fn record_decisions(
         .collect();
     db.execute(
         "INSERT INTO scores (transaction_id, model_version, rules_version, score, risk_label,
-             reasons, features, contributions, degraded)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
+             reasons, features, contributions, degraded, processed_by)
+         SELECT *, $10 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
              $7::jsonb[], $8::jsonb[], $9::bool[])
          ON CONFLICT (transaction_id) DO NOTHING",
-        &[&ids, &models, &rule_sets, &scores, &labels, &reasons, &features, &contributions, &degraded],
+        &[&ids, &models, &rule_sets, &scores, &labels, &reasons, &features, &contributions, &degraded, &node],
     )
     .await?;
     let thresholds = vec![HIGH_THRESHOLD; alert_ids.len()];
@@ -225,6 +226,7 @@ pub async fn transaction_view(pool: &Pool, transaction_id: &str) -> Result<Optio
                     'features', s.features,
                     'contributions', s.contributions,
                     'degraded', s.degraded,
+                    'processed_by', s.processed_by,
                     'scored_at', s.scored_at) END,
                 'alerts', COALESCE((SELECT json_agg(json_build_object(
                     'alert_id', a.alert_id,

@@ -155,6 +155,7 @@ async fn spawn_pipeline(
         pool: args.pool.clone(),
         batch_max: args.settings.commit.batch_max,
         batch_wait: args.settings.commit.batch_wait,
+        node_id: args.node_id.clone(),
     };
     let (alert, _) = Actor::spawn_linked(None, AlertActor, alert_args, sup.clone()).await?;
     state.children.push(alert.get_cell());

@@ -199,6 +199,8 @@ pub struct ScoreView {
     pub contributions: BTreeMap<String, f64>,
     /// Decided without the account's windows (feature store unavailable).
     pub degraded: bool,
+    /// The worker node that decided.
+    pub processed_by: Option<String>,
     /// When it was scored.
     #[schema(format = DateTime)]
     pub scored_at: String,

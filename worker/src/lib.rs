@@ -32,6 +32,7 @@ pub struct Node {
     http_stop: oneshot::Sender<()>,
     addr: SocketAddr,
     drain_timeout: Duration,
+    node_id: String,
 }
 
 #[derive(Clone)]
@@ -59,7 +60,7 @@ impl Node {
         let drain_timeout = settings.shutdown_timeout;
         let node_id = new_node_id();
         tracing::info!(component = "worker", node_id, "node identity");
-        let args = SupervisorArgs { node_id, settings, pool: pool.clone(), windows };
+        let args = SupervisorArgs { node_id: node_id.clone(), settings, pool: pool.clone(), windows };
         let (supervisor, supervisor_done) =
             Actor::spawn(None, Supervisor, args).await.context("starting the supervision tree")?;
 
@@ -79,7 +80,12 @@ impl Node {
             }
         });
         tracing::info!(component = "worker", %addr, "worker node started");
-        Ok(Self { supervisor, supervisor_done, http, http_stop, addr, drain_timeout })
+        Ok(Self { supervisor, supervisor_done, http, http_stop, addr, drain_timeout, node_id })
+    }
+
+    /// This node's id (in its consumer tags and in `scores.processed_by`).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// Where `/health` and `/ready` are served.

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/0001_initial.sql")),
     (2, "labels", include_str!("../../migrations/0002_labels.sql")),
     (3, "degraded", include_str!("../../migrations/0003_degraded.sql")),
+    (4, "processed_by", include_str!("../../migrations/0004_processed_by.sql")),
 ];
 
 /// Arbitrary constant naming our advisory lock ("fraudsen" in ASCII).
