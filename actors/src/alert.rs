@@ -3,10 +3,13 @@
 //! `COMMIT_BATCH_MAX` decisions or `COMMIT_BATCH_WAIT_MS` after the first, whichever comes
 //! first), and only then settles the batch's deliveries.
 //!
-//! A failed commit (PostgreSQL down or unreachable) is retried here, with exponential
-//! backoff, holding the batch: nothing is acked, the consumer's prefetch fills up and the
-//! broker stops delivering, so an outage applies back-pressure instead of burning through the
-//! queue's delivery limit into the dead-letter queue.
+//! A commit that fails for a transient reason (PostgreSQL down or unreachable) is retried
+//! here, with exponential backoff, holding the batch: nothing is acked, the consumer's
+//! prefetch fills up and the broker stops delivering, so an outage applies back-pressure
+//! instead of burning through the queue's delivery limit into the dead-letter queue.
+//! A commit the database itself refuses (a row it will never accept) is retried item by
+//! item; the items that still fail go round the delayed-retry path and, after `RETRY_MAX`
+//! trips, to the dead-letter queue — so one poison row never blocks its shard.
 
 use std::time::Duration;
 
@@ -166,6 +169,11 @@ async fn flush(state: &mut AlertState) {
             }
             Job::settle_all(batch.into_iter().map(|(job, _)| job), Settlement::Ack);
         }
+        Err(error) if !error.is_transient() => {
+            tracing::warn!(component = "alert", %error, size = state.batch.len(), "batch refused; committing one by one");
+            metrics::counter!("commit_failures_total").increment(1);
+            isolate(state).await;
+        }
         Err(error) => {
             state.failures = state.failures.saturating_add(1);
             tracing::error!(
@@ -178,4 +186,32 @@ async fn flush(state: &mut AlertState) {
             metrics::counter!("commit_failures_total").increment(1);
         }
     }
+}
+
+/// Commits the batch one decision at a time: what commits is acked, what the database
+/// refuses goes round the delayed-retry path, what fails transiently stays for the next flush.
+async fn isolate(state: &mut AlertState) {
+    let batch = std::mem::take(&mut state.batch);
+    let (mut committed, mut refused) = (Vec::new(), Vec::new());
+    for (job, decision) in batch {
+        match store::record_decisions(&state.args.pool, &state.args.node_id, &[(&job.event, &decision)]).await
+        {
+            Ok(_) => committed.push(job),
+            Err(error) if error.is_transient() => {
+                state.failures = state.failures.saturating_add(1);
+                state.batch.push((job, decision));
+            }
+            Err(error) => {
+                tracing::error!(
+                    component = "alert",
+                    transaction_id = job.transaction_id(),
+                    %error,
+                    "decision refused by the database; retrying later"
+                );
+                refused.push(job);
+            }
+        }
+    }
+    Job::settle_all(committed, Settlement::Ack);
+    Job::settle_all(refused, Settlement::Retry);
 }

@@ -19,10 +19,13 @@ use std::{
 
 use futures_util::StreamExt;
 use lapin::{
-    Channel, Connection, ConnectionProperties,
+    BasicProperties, Channel, Connection, ConnectionProperties,
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
-    types::{FieldTable, ShortString},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions,
+    },
+    types::{AMQPValue, FieldTable, ShortString},
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use secrecy::ExposeSecret;
@@ -95,6 +98,16 @@ pub struct ConsumerArgs {
     pub balance: Option<BalanceSettings>,
 }
 
+/// A dispatched delivery.
+struct Pending {
+    shard: usize,
+    data: Vec<u8>,
+    properties: BasicProperties,
+}
+
+/// Header counting a message's trips round the delayed-retry path.
+pub const RETRIES_HEADER: &str = "x-fraudsense-retries";
+
 /// One shard queue from this consumer's point of view.
 struct Shard {
     queue: String,
@@ -125,8 +138,9 @@ pub struct ConsumerState {
     sweeper: JoinHandle<()>,
     balancer: Option<JoinHandle<()>>,
     http: reqwest::Client,
-    /// Delivered and not yet settled, with the shard each came from.
-    outstanding: BTreeMap<u64, usize>,
+    /// Delivered and not yet settled: the shard each came from, and what is needed to send
+    /// it round the delayed-retry path if it must be retried.
+    outstanding: BTreeMap<u64, Pending>,
     /// Committed but not yet acked, because a lower tag is still outstanding.
     committed: BTreeSet<u64>,
     /// Set while draining: who to tell once everything is settled.
@@ -150,6 +164,8 @@ impl Actor for ConsumerActor {
         let connection =
             Connection::connect(args.amqp.url.expose_secret(), ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
+        // Confirms, for the copies sent round the delayed-retry path.
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         args.topology.declare(&channel).await?;
         channel.basic_qos(args.amqp.prefetch, BasicQosOptions::default()).await?;
         let sweep_every = (args.account_idle / 2).max(Duration::from_millis(100));
@@ -198,7 +214,7 @@ impl Actor for ConsumerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConsumerMsg::Delivery { shard, delivery } => {
-                let Delivery { data, delivery_tag, redelivered, .. } = *delivery;
+                let Delivery { data, delivery_tag, redelivered, properties, .. } = *delivery;
                 let giving_up =
                     state.draining.is_some() || state.shards.get(shard).is_none_or(|s| s.cancelling);
                 if giving_up {
@@ -219,7 +235,7 @@ impl Actor for ConsumerActor {
                         return Ok(());
                     }
                 };
-                state.outstanding.insert(delivery_tag, shard);
+                state.outstanding.insert(delivery_tag, Pending { shard, data, properties });
                 if let Some(s) = state.shards.get_mut(shard) {
                     s.in_flight += 1;
                 }
@@ -343,20 +359,17 @@ async fn settle(
     how: Settlement,
 ) -> Result<(), ActorProcessingErr> {
     for tag in tags {
-        let Some(shard) = state.outstanding.remove(&tag) else {
+        let Some(pending) = state.outstanding.remove(&tag) else {
             continue; // Not ours (a previous channel) or already settled.
         };
-        if let Some(s) = state.shards.get_mut(shard) {
+        if let Some(s) = state.shards.get_mut(pending.shard) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
         match how {
             Settlement::Ack => {
                 state.committed.insert(tag);
             }
-            Settlement::Retry => {
-                let requeue = BasicNackOptions { requeue: true, multiple: false };
-                state.channel.basic_nack(tag, requeue).await?;
-            }
+            Settlement::Retry => retry_later(state, tag, pending).await?,
         }
     }
     let ackable = match state.outstanding.keys().next() {
@@ -366,6 +379,50 @@ async fn settle(
     if let Some(upto) = ackable {
         state.channel.basic_ack(upto, BasicAckOptions { multiple: true }).await?;
         state.committed = state.committed.split_off(&(upto + 1));
+    }
+    Ok(())
+}
+
+/// Sends a delivery that failed on its own round the delayed-retry path (back in
+/// `RETRY_DELAY_MS`, to the same shard), or to the dead-letter queue once it has been
+/// round `RETRY_MAX` times. The original is settled only after the broker confirmed the copy.
+async fn retry_later(
+    state: &mut ConsumerState,
+    tag: u64,
+    pending: Pending,
+) -> Result<(), ActorProcessingErr> {
+    let mut headers = pending.properties.headers().clone().unwrap_or_default();
+    let retries = match headers.inner().get(RETRIES_HEADER) {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        _ => 0,
+    };
+    if retries >= state.args.amqp.retry_max {
+        tracing::error!(component = "consumer", retries, "delivery keeps failing; dead-lettered");
+        metrics::counter!("dead_lettered_total", "reason" => "retries_exhausted").increment(1);
+        let reject = BasicNackOptions { requeue: false, multiple: false };
+        state.channel.basic_nack(tag, reject).await?;
+        return Ok(());
+    }
+    headers.insert(RETRIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(retries + 1)));
+    let properties = pending.properties.with_headers(headers);
+    let confirm = state
+        .channel
+        .basic_publish(
+            state.args.topology.retry_exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &pending.data,
+            properties,
+        )
+        .await?
+        .await?;
+    if confirm.is_ack() {
+        metrics::counter!("delayed_retries_total").increment(1);
+        state.channel.basic_ack(tag, BasicAckOptions { multiple: false }).await?;
+    } else {
+        // Could not park it: let the broker redeliver it instead.
+        let back = BasicNackOptions { requeue: true, multiple: false };
+        state.channel.basic_nack(tag, back).await?;
     }
     Ok(())
 }

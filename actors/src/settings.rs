@@ -43,6 +43,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "what transactions are sharded and ordered by: account_id, merchant_id or country",
     ),
     ("AMQP_DELIVERY_LIMIT", "5", "deliveries of one message before it is dead-lettered"),
+    ("RETRY_DELAY_MS", "5000", "how long a message that failed on its own waits before it is tried again"),
+    ("RETRY_MAX", "3", "delayed retries of such a message before it is dead-lettered"),
     (
         "RABBITMQ_MANAGEMENT_URL",
         "http://127.0.0.1:15672",
@@ -117,6 +119,10 @@ pub struct AmqpSettings {
     pub shard_key: ShardKey,
     /// Shard balancing across worker nodes; `None` when `RABBITMQ_MANAGEMENT_URL=off`.
     pub balance: Option<BalanceSettings>,
+    /// Delay before a message that failed on its own is tried again.
+    pub retry_delay_ms: u32,
+    /// Delayed retries before such a message is dead-lettered.
+    pub retry_max: u32,
 }
 
 /// Where and how often workers balance shards across nodes.
@@ -320,6 +326,8 @@ impl Settings {
                 delivery_limit: positive(get("AMQP_DELIVERY_LIMIT"))?,
                 confirm_timeout: Duration::from_millis(confirm_ms.max(1)),
                 shards: positive(get("AMQP_SHARDS"))?,
+                retry_delay_ms: positive(get("RETRY_DELAY_MS"))?,
+                retry_max: parse(get("RETRY_MAX"))?,
                 balance: balance_settings(
                     get("RABBITMQ_MANAGEMENT_URL"),
                     get("BALANCE_INTERVAL_MS"),

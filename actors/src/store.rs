@@ -38,6 +38,23 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether trying again later can succeed: the connection or the server's state was the
+    /// problem (unreachable, restarting, overloaded, serialization conflict), not the data.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Statement(e) => e.as_db_error().is_none_or(|db| {
+                let code = db.code().code();
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || matches!(code, "40001" | "40P01" | "53300")
+            }),
+            StoreError::Config(_) | StoreError::Encode { .. } => false,
+        }
+    }
+}
+
 /// Builds a bounded connection pool. Connections are opened lazily.
 pub fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     use secrecy::ExposeSecret;

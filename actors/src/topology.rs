@@ -44,6 +44,13 @@ pub struct Topology {
     pub dead_letter_queue: String,
     /// Topic exchange alerts are published to (routing key `alert.<risk>`).
     pub alerts_exchange: String,
+    /// Fanout exchange for messages to try again later.
+    pub retry_exchange: String,
+    /// Holds retried messages for `retry_delay_ms`, then dead-letters them back to the
+    /// transactions exchange (and so to the same shard).
+    pub retry_queue: String,
+    /// Delay before a retried message comes back.
+    pub retry_delay_ms: u32,
     /// Deliveries before a message is dead-lettered.
     pub delivery_limit: u32,
 }
@@ -57,7 +64,7 @@ type BindingDef<'a> = (&'a str, &'a str, bool, &'a str);
 
 impl Topology {
     /// Names for `prefix` (e.g. `fraudsense.`) with `shards` shard queues.
-    pub fn new(prefix: &str, shards: u16, delivery_limit: u32) -> Self {
+    pub fn new(prefix: &str, shards: u16, delivery_limit: u32, retry_delay_ms: u32) -> Self {
         Self {
             transactions_exchange: format!("{prefix}transactions"),
             shard_exchange: format!("{prefix}transactions.shards"),
@@ -65,13 +72,16 @@ impl Topology {
             dead_letter_exchange: format!("{prefix}dead-letter"),
             dead_letter_queue: format!("{prefix}transactions.dead"),
             alerts_exchange: format!("{prefix}alerts"),
+            retry_exchange: format!("{prefix}retry"),
+            retry_queue: format!("{prefix}transactions.retry"),
+            retry_delay_ms,
             delivery_limit,
         }
     }
 
     /// The topology the settings describe.
     pub fn from_settings(amqp: &AmqpSettings) -> Self {
-        Self::new(&amqp.prefix, amqp.shards, amqp.delivery_limit)
+        Self::new(&amqp.prefix, amqp.shards, amqp.delivery_limit, amqp.retry_delay_ms)
     }
 
     fn exchanges(&self) -> Vec<ExchangeDef<'_>> {
@@ -80,6 +90,7 @@ impl Topology {
             (&self.shard_exchange, "x-consistent-hash", vec![("hash-header", json!(SHARD_KEY_HEADER))]),
             (&self.dead_letter_exchange, "fanout", vec![]),
             (&self.alerts_exchange, "topic", vec![]),
+            (&self.retry_exchange, "fanout", vec![]),
         ]
     }
 
@@ -95,6 +106,15 @@ impl Topology {
         let mut queues: Vec<QueueDef<'_>> =
             self.shard_queues.iter().map(|q| (q.as_str(), shard_args())).collect();
         queues.push((&self.dead_letter_queue, vec![("x-queue-type", json!("quorum"))]));
+        // A plain delay line: nobody consumes it; expiry sends messages back for another try.
+        queues.push((
+            &self.retry_queue,
+            vec![
+                ("x-message-ttl", json!(self.retry_delay_ms)),
+                ("x-dead-letter-exchange", json!(self.transactions_exchange)),
+                ("x-dead-letter-routing-key", json!(TRANSACTION_CREATED)),
+            ],
+        ));
         queues
     }
 
@@ -109,6 +129,7 @@ impl Topology {
         bindings
             .extend(self.shard_queues.iter().map(|q| (self.shard_exchange.as_str(), q.as_str(), false, "1")));
         bindings.push((&self.dead_letter_exchange, &self.dead_letter_queue, false, ""));
+        bindings.push((&self.retry_exchange, &self.retry_queue, false, ""));
         bindings
     }
 
@@ -198,7 +219,7 @@ mod tests {
 
     #[test]
     fn shards_are_numbered_and_bound_with_weight_one() {
-        let t = Topology::new("x.", 3, 5);
+        let t = Topology::new("x.", 3, 5, 1000);
         assert_eq!(t.shard_queues, ["x.shard.0", "x.shard.1", "x.shard.2"]);
         let defs = t.definitions("/");
         let bound: Vec<_> = defs["bindings"]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fraudsense_actors::{
     Settings,
+    consumer::RETRIES_HEADER,
     topology::{TRANSACTION_CREATED, Topology},
 };
 use lapin::{
@@ -97,6 +98,18 @@ pub async fn replay(settings: &Settings, limit: usize) -> anyhow::Result<usize> 
         if let Some(content_type) = original.content_type() {
             properties = properties.with_content_type(content_type.clone());
         }
+        // Keep the shard key (so it lands on its account's shard); drop the broker's death
+        // records and our retry count, so it gets a fresh set of attempts.
+        let mut headers = FieldTable::default();
+        for (key, value) in original.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default() {
+            if key.as_str() != "x-death"
+                && key.as_str() != RETRIES_HEADER
+                && !key.as_str().starts_with("x-first-death")
+            {
+                headers.insert(key, value);
+            }
+        }
+        properties = properties.with_headers(headers);
         let confirm = tokio::time::timeout(OP_TIMEOUT, async {
             channel
                 .basic_publish(

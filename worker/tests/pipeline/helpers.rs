@@ -28,7 +28,13 @@ pub async fn spawn_pipeline() -> Pipeline {
 
 /// Starts only the api: published transactions wait in the queue.
 pub async fn spawn_api_only() -> Pipeline {
-    let env = TestEnv::new().await.unwrap_or_else(|e| panic!("test env: {e:#}"));
+    spawn_api_only_with(|_| {}).await
+}
+
+/// Starts only the api, on settings adjusted by `configure` (which later workers share).
+pub async fn spawn_api_only_with(configure: impl FnOnce(&mut fraudsense_actors::Settings)) -> Pipeline {
+    let mut env = TestEnv::new().await.unwrap_or_else(|e| panic!("test env: {e:#}"));
+    configure(&mut env.settings);
     let app = Application::build(env.settings.clone()).await.unwrap_or_else(|e| panic!("api build: {e:#}"));
     let api = app.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let (stop_api, stopped) = oneshot::channel::<()>();

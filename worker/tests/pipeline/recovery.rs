@@ -1,4 +1,4 @@
-use crate::helpers::{spawn_api_only, transaction};
+use crate::helpers::{DEADLINE, spawn_api_only, transaction};
 
 #[tokio::test]
 async fn a_lost_broker_connection_restarts_the_pipeline_and_loses_nothing() {
@@ -154,5 +154,59 @@ async fn a_graceful_stop_mid_stream_commits_and_acks_what_it_started_and_returns
         p.scored(&format!("gs-{i}")).await;
     }
     assert_eq!(p.count("SELECT count(*) FROM scores WHERE transaction_id LIKE $1", "gs-%").await, N as i64);
+    p.teardown().await;
+}
+
+#[tokio::test]
+async fn a_row_the_database_refuses_goes_round_the_retry_path_to_the_dlq_and_blocks_nothing() {
+    let mut p = crate::helpers::spawn_api_only_with(|s| {
+        s.amqp.retry_delay_ms = 200;
+        s.amqp.retry_max = 2;
+    })
+    .await;
+    // The database will refuse this one transaction's score, every time.
+    let pool = p.env.pool().unwrap_or_else(|e| panic!("{e:#}"));
+    let client = pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    client
+        .batch_execute(
+            "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.transaction_id = 'refused-1' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+             RETURN NEW; END $$;
+             CREATE TRIGGER refuse_one BEFORE INSERT ON scores FOR EACH ROW EXECUTE FUNCTION refuse_one();",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.start_worker().await;
+
+    assert_eq!(p.post(&transaction("refused-1", "acct-ref", "5", "2026-11-20T09:00:00Z")).await, 202);
+    for i in 0..20 {
+        let body =
+            transaction(&format!("ref-ok-{i}"), &format!("acct-ref-{}", i % 3), "5", "2026-11-20T09:01:00Z");
+        assert_eq!(p.post(&body).await, 202);
+    }
+    // Everything else goes through, including the same account's later payment.
+    assert_eq!(p.post(&transaction("refused-2", "acct-ref", "5", "2026-11-20T09:02:00Z")).await, 202);
+    for i in 0..20 {
+        p.scored(&format!("ref-ok-{i}")).await;
+    }
+    p.scored("refused-2").await;
+    // The refused one is tried twice more, 200 ms apart, then dead-lettered.
+    let dlq = p.env.topology().dead_letter_queue;
+    fraudsense_actors::testing::eventually(DEADLINE, "the refused one in the dead-letter queue", || async {
+        Ok((p.env.ready_messages(&dlq).await? == 1).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(p.worker_metric("delayed_retries_total").await, 2.0);
+    assert_eq!(p.count("SELECT count(*) FROM scores WHERE transaction_id = $1", "refused-1").await, 0);
+
+    // Once the cause is fixed, an operator replays it.
+    client.batch_execute("DROP TRIGGER refuse_one ON scores").await.unwrap_or_else(|e| panic!("{e}"));
+    let letters = fraudsense_worker::dlq::list(&p.env.settings, 10).await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(letters.first().and_then(|l| l.message_id.as_deref()), Some("refused-1"));
+    let replayed =
+        fraudsense_worker::dlq::replay(&p.env.settings, 10).await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(replayed, 1);
+    p.scored("refused-1").await;
     p.teardown().await;
 }
