@@ -58,6 +58,42 @@ fn spawn_worker(env: &TestEnv) -> Worker {
         .unwrap_or_else(|e| panic!("cannot start the worker binary: {e}"))
 }
 
+/// How many shards each worker process is active on, from the management API.
+async fn owners(http: &reqwest::Client, env: &TestEnv) -> Vec<usize> {
+    let shards = env.topology().shard_queues;
+    let consumers: Vec<serde_json::Value> = match http
+        .get("http://127.0.0.1:15672/api/consumers/%2F")
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for c in consumers {
+        if c["active"] == true && shards.iter().any(|s| c["queue"]["name"] == s.as_str()) {
+            let tag = c["consumer_tag"].as_str().unwrap_or_default();
+            let node = fraudsense_actors::balance::node_of(tag).unwrap_or_default().to_owned();
+            *per_node.entry(node).or_default() += 1;
+        }
+    }
+    let mut counts: Vec<usize> = per_node.into_values().collect();
+    counts.sort_unstable();
+    counts
+}
+
+/// Waits until the shards are spread as `want` (sorted counts per live process).
+async fn spread(http: &reqwest::Client, env: &TestEnv, want: &[usize]) {
+    let result = eventually(Duration::from_secs(60), &format!("shards spread as {want:?}"), || async {
+        Ok((owners(http, env).await == want).then_some(()))
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("{e:#}; last seen {:?}", owners(http, env).await);
+    }
+}
+
 fn body(account: usize, n: usize) -> serde_json::Value {
     json!({
         "transaction_id": format!("ch-{account}-{n}"),
@@ -79,9 +115,11 @@ async fn sigkill_of_a_worker_mid_stream_loses_and_doubles_nothing() {
         let _ = stopped.await;
     }));
     let mut victim = spawn_worker(&env);
-    let mut survivor = spawn_worker(&env);
-
+    let survivor = spawn_worker(&env);
     let http = reqwest::Client::new();
+    // Two processes really share the work: four shards each.
+    spread(&http, &env, &[4, 4]).await;
+
     let accepted = Arc::new(AtomicUsize::new(0));
     let posted = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::new();
@@ -109,6 +147,10 @@ async fn sigkill_of_a_worker_mid_stream_loses_and_doubles_nothing() {
     .unwrap_or_else(|e| panic!("{e:#}"));
     victim.0.kill().unwrap_or_else(|e| panic!("SIGKILL failed: {e}"));
     let _ = victim.0.wait();
+    // The survivor takes over every shard; a process that joins later takes its share.
+    spread(&http, &env, &[8]).await;
+    let newcomer = spawn_worker(&env);
+    spread(&http, &env, &[4, 4]).await;
     for s in senders {
         let _ = s.await;
     }
@@ -148,8 +190,10 @@ async fn sigkill_of_a_worker_mid_stream_loses_and_doubles_nothing() {
     );
 
     // Graceful stop of the survivor (SIGTERM), then clean up.
-    let _ = Command::new("kill").arg("-TERM").arg(survivor.0.id().to_string()).status();
-    let _ = tokio::task::spawn_blocking(move || survivor.0.wait()).await;
+    for mut worker in [survivor, newcomer] {
+        let _ = Command::new("kill").arg("-TERM").arg(worker.0.id().to_string()).status();
+        let _ = tokio::task::spawn_blocking(move || worker.0.wait()).await;
+    }
     let _ = stop_api.send(());
     let _ = served.await;
     env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
