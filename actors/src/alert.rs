@@ -143,29 +143,8 @@ async fn flush(state: &mut AlertState) {
             let batch = std::mem::take(&mut state.batch);
             metrics::histogram!("commit_batch_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("commit_batch_size").record(batch.len() as f64);
-            let now = chrono::Utc::now();
             for ((job, decision), recorded) in batch.iter().zip(&recorded) {
-                let tx = &job.event.transaction;
-                if recorded.new_transaction {
-                    let label = decision.risk_label.as_str();
-                    metrics::counter!("transactions_processed_total", "risk_label" => label).increment(1);
-                    let latency = (now - job.event.received_at).to_std().unwrap_or_default();
-                    metrics::histogram!("transaction_processing_seconds").record(latency.as_secs_f64());
-                } else {
-                    metrics::counter!("duplicate_deliveries_total").increment(1);
-                }
-                if let Some(alert_id) = recorded.alert_id {
-                    metrics::counter!("alerts_created_total", "risk_label" => decision.risk_label.as_str())
-                        .increment(1);
-                    tracing::info!(
-                        component = "alert",
-                        transaction_id = %tx.transaction_id,
-                        account_id = %tx.account_id,
-                        alert_id,
-                        score = decision.score,
-                        "alert raised"
-                    );
-                }
+                account_for(job, decision, recorded);
             }
             Job::settle_all(batch.into_iter().map(|(job, _)| job), Settlement::Ack);
         }
@@ -196,7 +175,12 @@ async fn isolate(state: &mut AlertState) {
     for (job, decision) in batch {
         match store::record_decisions(&state.args.pool, &state.args.node_id, &[(&job.event, &decision)]).await
         {
-            Ok(_) => committed.push(job),
+            Ok(recorded) => {
+                if let Some(recorded) = recorded.first() {
+                    account_for(&job, &decision, recorded);
+                }
+                committed.push(job);
+            }
             Err(error) if error.is_transient() => {
                 state.failures = state.failures.saturating_add(1);
                 state.batch.push((job, decision));
@@ -214,4 +198,28 @@ async fn isolate(state: &mut AlertState) {
     }
     Job::settle_all(committed, Settlement::Ack);
     Job::settle_all(refused, Settlement::Retry);
+}
+
+/// Metrics and the alert log line for one committed decision.
+fn account_for(job: &Job, decision: &Decision, recorded: &store::Recorded) {
+    let tx = &job.event.transaction;
+    if recorded.new_transaction {
+        let label = decision.risk_label.as_str();
+        metrics::counter!("transactions_processed_total", "risk_label" => label).increment(1);
+        let latency = (chrono::Utc::now() - job.event.received_at).to_std().unwrap_or_default();
+        metrics::histogram!("transaction_processing_seconds").record(latency.as_secs_f64());
+    } else {
+        metrics::counter!("duplicate_deliveries_total").increment(1);
+    }
+    if let Some(alert_id) = recorded.alert_id {
+        metrics::counter!("alerts_created_total", "risk_label" => decision.risk_label.as_str()).increment(1);
+        tracing::info!(
+            component = "alert",
+            transaction_id = %tx.transaction_id,
+            account_id = %tx.account_id,
+            alert_id,
+            score = decision.score,
+            "alert raised"
+        );
+    }
 }
