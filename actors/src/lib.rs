@@ -6,27 +6,41 @@
 //! ## The supervision tree (one per worker node)
 //!
 //! ```text
-//!                       Supervisor  (root; one-for-all restart with exponential backoff)
-//!              ┌────────────┼──────────────────────────┐
-//!          AlertActor   ScorerActor                ConsumerActor ── owns the AMQP channel
-//!   (commit tx+score+alert  (rules; CPU only)          │          and every unacked delivery
-//!    in one PG transaction,                             │ spawns on demand, linked
-//!    then ack)                                  AccountActor × N  (one per active account:
-//!                                                                  Redis windows, in order)
+//!                        Supervisor  (root; one-for-all restart, backoff 100 ms … 10 s)
+//!              ┌─────────────┼──────────────────────────────┐
+//!          AlertActor    ScorerActor                   ConsumerActor ── owns the AMQP connection,
+//!   group-commits tx +   rules (CPU only;              │   one consumer per shard queue, every
+//!   score (+ alert) in   degraded when no features)    │   unacked delivery, multiple-acks,
+//!   one PG transaction,                                 │   shard balancing, drain on stop
+//!   then settles                                        │ spawns on demand, linked; evicts idle
+//!                                               AccountActor × ≤ MAX_ACCOUNT_ACTORS
+//!                                               (one per active account: Redis windows, in order)
 //!
-//! flow:  Consumer ─Observe(job)─▶ Account ─Score─▶ Scorer ─Record─▶ Alert ─▶ PostgreSQL, ack
+//! flow:  Consumer ─Observe─▶ Account ─Score─▶ Scorer ─Record─▶ Alert ─▶ PostgreSQL
+//!           ▲                                                    │
+//!           └──────────── Settle (ack after commit / retry) ◀────┘
 //! ```
 //!
-//! Failure handling:
-//! - a bad message body is dead-lettered at once (retrying cannot fix it);
-//! - a transient Redis or PostgreSQL error on one delivery nacks it back to the queue; the
-//!   quorum queue's `x-delivery-limit` dead-letters a message that keeps failing;
-//! - an account actor that fails makes the consumer fail (it can no longer settle that
-//!   actor's deliveries); any pipeline actor that fails makes the supervisor stop the rest
-//!   and start a fresh pipeline after a backoff. The old channel closes, so every unacked
-//!   delivery is redelivered, and because each effect is idempotent on `transaction_id`
-//!   (one transaction row, one score, at most one alert, windows keyed by transaction id)
-//!   reprocessing never double-counts.
+//! ## What happens on each failure
+//!
+//! | failure | handling | outcome |
+//! |---|---|---|
+//! | undecodable body, unknown `schema_version` | consumer rejects it | dead-letter queue at once |
+//! | Redis unavailable | circuit breaker (1 s); scorer uses transaction-level rules | decision stored with `degraded = true`, counted |
+//! | PostgreSQL unreachable / restarting | alert actor keeps the batch and retries with backoff (100 ms … 5 s) | nothing acked, prefetch fills, broker holds the rest: back-pressure, no loss |
+//! | PostgreSQL refuses a row | batch retried item by item; refused items go round the delayed-retry queue (`RETRY_DELAY_MS`) | after `RETRY_MAX` trips: dead-letter queue; the shard never blocks |
+//! | account actor fails | consumer fails (it cannot settle that actor's deliveries) | supervisor restarts the pipeline |
+//! | any pipeline actor fails, broker connection lost | supervisor stops the rest, waits the backoff, starts a fresh pipeline | the old channel's close returns every unacked delivery; idempotent writes make reprocessing harmless |
+//! | message redelivered again and again | quorum queue `x-delivery-limit` | dead-letter queue |
+//! | node killed (SIGKILL) | its connection drops | broker activates a standby consumer on each of its shards; unacked deliveries return to the front |
+//! | node stopped (SIGTERM) | consumer cancels, in-flight work commits and is acked, then the channel closes (`SHUTDOWN_TIMEOUT_SECS`) | nothing lost, nothing left unacked |
+//!
+//! Memory stays bounded under any backlog: each shard consumer holds at most
+//! `AMQP_PREFETCH` unacked deliveries, every mailbox only ever holds those, and account
+//! actors are evicted when idle (`ACCOUNT_IDLE_SECS`) or beyond `MAX_ACCOUNT_ACTORS`.
+//! Every effect is idempotent on `transaction_id` (one transaction row, one score, at most
+//! one alert, window members keyed by transaction id), so at-least-once delivery yields
+//! effectively-once results.
 
 pub mod account;
 pub mod alert;
