@@ -21,9 +21,27 @@ async fn a_lost_broker_connection_restarts_the_pipeline_and_loses_nothing() {
     assert_eq!(view["score"]["features"]["tx_count_1h"], 2);
     assert_eq!(p.post(&transaction("rec-3", "acct-r", "12", "2026-11-20T09:02:00Z")).await, 202);
     p.scored("rec-3").await;
-    for id in ["rec-1", "rec-2", "rec-3"] {
-        assert_eq!(p.count("SELECT count(*) FROM scores WHERE transaction_id = $1", id).await, 1);
+
+    // Now under traffic: 200 transactions, the connection cut twice along the way.
+    let mut accepted = 3;
+    for i in 0..200 {
+        if i == 60 || i == 140 {
+            proxy.cut_connections();
+        }
+        let body =
+            transaction(&format!("rec-t{i}"), &format!("acct-rt-{}", i % 20), "5", "2026-11-20T09:03:00Z");
+        accepted += usize::from(p.post(&body).await == 202);
     }
+    for i in 0..200 {
+        p.scored(&format!("rec-t{i}")).await;
+    }
+    let scored = p.count("SELECT count(*) FROM scores WHERE transaction_id LIKE $1", "rec-%").await as usize;
+    let duplicates = p.worker_metric("duplicate_deliveries_total").await;
+    println!(
+        "broker cut: sent 203, accepted {accepted}, scored {scored}, duplicate deliveries absorbed {duplicates}, lost {}",
+        accepted - scored
+    );
+    assert_eq!((accepted, scored), (203, 203), "every accepted transaction has exactly one score row");
     p.teardown().await;
 }
 
@@ -66,6 +84,9 @@ async fn while_redis_is_down_decisions_are_degraded_not_lost_and_recover_after()
         let id = format!("rd-{i}");
         assert_eq!(p.count("SELECT count(*) FROM scores WHERE transaction_id = $1", &id).await, 1, "{id}");
     }
+    let degraded =
+        p.count("SELECT count(*) FROM scores WHERE degraded AND transaction_id LIKE $1", "rd-%").await;
+    println!("redis down: sent {n}, accepted {n}, scored {n}, of which degraded {degraded}, lost 0");
     println!("recovered with {recovered} after {} transactions", n - 2);
     p.teardown().await;
 }
