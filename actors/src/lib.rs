@@ -50,6 +50,7 @@ pub mod consumer;
 pub mod events;
 pub mod features;
 pub mod health;
+pub mod iforest;
 pub mod job;
 pub mod labels;
 pub mod scorer;
