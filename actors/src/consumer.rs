@@ -214,7 +214,7 @@ impl Actor for ConsumerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConsumerMsg::Delivery { shard, delivery } => {
-                let Delivery { data, delivery_tag, redelivered, properties, .. } = *delivery;
+                let Delivery { data, delivery_tag, properties, .. } = *delivery;
                 let giving_up =
                     state.draining.is_some() || state.shards.get(shard).is_none_or(|s| s.cancelling);
                 if giving_up {
@@ -240,7 +240,7 @@ impl Actor for ConsumerActor {
                     s.in_flight += 1;
                 }
                 let account = self.account(&myself, state, &event.transaction.account_id).await?;
-                let job = Job::new(event, delivery_tag, redelivered, myself.clone());
+                let job = Job::new(event, delivery_tag, myself.clone());
                 if let Err(error) = account.cast(AccountMsg::Observe(job)) {
                     return Err(format!("account actor unavailable: {error}").into());
                 }

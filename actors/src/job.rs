@@ -15,8 +15,6 @@ pub struct Job {
     pub event: TransactionCreated,
     /// The delivery's tag on the consumer's channel.
     pub tag: u64,
-    /// Whether the broker has delivered it before (a retry or a takeover).
-    pub redelivered: bool,
     /// The consumer that owns the channel the delivery came on.
     consumer: ActorRef<ConsumerMsg>,
 }
@@ -33,13 +31,8 @@ pub enum Settlement {
 
 impl Job {
     /// A job for delivery `tag` on `consumer`'s channel.
-    pub fn new(
-        event: TransactionCreated,
-        tag: u64,
-        redelivered: bool,
-        consumer: ActorRef<ConsumerMsg>,
-    ) -> Self {
-        Self { event, tag, redelivered, consumer }
+    pub fn new(event: TransactionCreated, tag: u64, consumer: ActorRef<ConsumerMsg>) -> Self {
+        Self { event, tag, consumer }
     }
 
     /// The client's transaction id, for logs.
@@ -60,10 +53,5 @@ impl Job {
             // A consumer that is gone took its channel with it: the broker redelivers.
             let _ = consumer.cast(ConsumerMsg::Settle { tags, how });
         }
-    }
-
-    /// Settles this job alone.
-    pub fn settle(self, how: Settlement) {
-        Self::settle_all([self], how);
     }
 }

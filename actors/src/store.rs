@@ -144,7 +144,7 @@ pub async fn record_decisions(
 
     let mut client = pool.get().await?;
     let db = client.transaction().await?;
-    let inserted: Vec<String> = db
+    let inserted: std::collections::HashSet<String> = db
         .query(
             "INSERT INTO transactions (transaction_id, account_id, amount, currency, occurred_at,
                  merchant_id, geo_lat, geo_lon, country, channel, metadata, raw, received_at)
@@ -183,8 +183,8 @@ pub async fn record_decisions(
     )
     .await?;
     let thresholds = vec![HIGH_THRESHOLD; alert_ids.len()];
-    let alerts: Vec<(String, i64)> = if alert_ids.is_empty() {
-        Vec::new()
+    let alerts: std::collections::HashMap<String, i64> = if alert_ids.is_empty() {
+        std::collections::HashMap::new()
     } else {
         db.query(
             "INSERT INTO alerts (transaction_id, account_id, risk_label, score, reason, threshold)
@@ -207,8 +207,8 @@ pub async fn record_decisions(
         .map(|id| {
             let first = seen.insert(*id);
             Recorded {
-                new_transaction: first && inserted.iter().any(|i| i == id),
-                alert_id: if first { alerts.iter().find(|(t, _)| t == id).map(|(_, a)| *a) } else { None },
+                new_transaction: first && inserted.contains(*id),
+                alert_id: if first { alerts.get(*id).copied() } else { None },
             }
         })
         .collect())

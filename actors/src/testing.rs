@@ -152,6 +152,28 @@ impl TestEnv {
         Ok(got)
     }
 
+    /// How many of this test's shards each node is active on, read from the management API
+    /// the same way the workers' balancer reads it.
+    pub async fn shard_owners(&self) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+        let balance =
+            self.settings.amqp.balance.as_ref().ok_or_else(|| anyhow::anyhow!("balancing is off"))?;
+        let consumers: Vec<crate::balance::ApiConsumer> = reqwest::Client::new()
+            .get(format!("{}/api/consumers/{}", balance.url.trim_end_matches('/'), balance.vhost_path()))
+            .basic_auth(&balance.user, Some(balance.password.expose_secret()))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut owners = std::collections::BTreeMap::new();
+        for view in crate::balance::views(&self.topology().shard_queues, &consumers) {
+            if let Some(node) = view.active {
+                *owners.entry(node).or_insert(0) += 1;
+            }
+        }
+        Ok(owners)
+    }
+
     /// A pool on this test's database.
     pub fn pool(&self) -> anyhow::Result<deadpool_postgres::Pool> {
         Ok(store::connect(&self.settings.database)?)

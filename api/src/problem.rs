@@ -66,6 +66,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// `Ok` if `value` is a valid identifier, else a `400` naming `field`.
+    pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+        match fraudsense_actors::transaction::identifier_problem(value) {
+            Some(why) => Err(ApiError::BadRequest(format!("{field} {why}"))),
+            None => Ok(()),
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::Validation(_) => {

@@ -58,39 +58,21 @@ fn spawn_worker(env: &TestEnv) -> Worker {
         .unwrap_or_else(|e| panic!("cannot start the worker binary: {e}"))
 }
 
-/// How many shards each worker process is active on, from the management API.
-async fn owners(http: &reqwest::Client, env: &TestEnv) -> Vec<usize> {
-    let shards = env.topology().shard_queues;
-    let consumers: Vec<serde_json::Value> = match http
-        .get("http://127.0.0.1:15672/api/consumers/%2F")
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-    {
-        Ok(r) => r.json().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
-    for c in consumers {
-        if c["active"] == true && shards.iter().any(|s| c["queue"]["name"] == s.as_str()) {
-            let tag = c["consumer_tag"].as_str().unwrap_or_default();
-            let node = fraudsense_actors::balance::node_of(tag).unwrap_or_default().to_owned();
-            *per_node.entry(node).or_default() += 1;
-        }
-    }
-    let mut counts: Vec<usize> = per_node.into_values().collect();
+/// How many shards each live worker process is active on (sorted).
+async fn owners(env: &TestEnv) -> Vec<usize> {
+    let mut counts: Vec<usize> = env.shard_owners().await.unwrap_or_default().into_values().collect();
     counts.sort_unstable();
     counts
 }
 
 /// Waits until the shards are spread as `want` (sorted counts per live process).
-async fn spread(http: &reqwest::Client, env: &TestEnv, want: &[usize]) {
+async fn spread(env: &TestEnv, want: &[usize]) {
     let result = eventually(Duration::from_secs(60), &format!("shards spread as {want:?}"), || async {
-        Ok((owners(http, env).await == want).then_some(()))
+        Ok((owners(env).await == want).then_some(()))
     })
     .await;
     if let Err(e) = result {
-        panic!("{e:#}; last seen {:?}", owners(http, env).await);
+        panic!("{e:#}; last seen {:?}", owners(env).await);
     }
 }
 
@@ -118,7 +100,7 @@ async fn sigkill_of_a_worker_mid_stream_loses_and_doubles_nothing() {
     let survivor = spawn_worker(&env);
     let http = reqwest::Client::new();
     // Two processes really share the work: four shards each.
-    spread(&http, &env, &[4, 4]).await;
+    spread(&env, &[4, 4]).await;
 
     let accepted = Arc::new(AtomicUsize::new(0));
     let posted = Arc::new(AtomicUsize::new(0));
@@ -148,9 +130,9 @@ async fn sigkill_of_a_worker_mid_stream_loses_and_doubles_nothing() {
     victim.0.kill().unwrap_or_else(|e| panic!("SIGKILL failed: {e}"));
     let _ = victim.0.wait();
     // The survivor takes over every shard; a process that joins later takes its share.
-    spread(&http, &env, &[8]).await;
+    spread(&env, &[8]).await;
     let newcomer = spawn_worker(&env);
-    spread(&http, &env, &[4, 4]).await;
+    spread(&env, &[4, 4]).await;
     for s in senders {
         let _ = s.await;
     }

@@ -6,7 +6,7 @@ use axum::{
     extract::{Path, RawQuery, State},
 };
 use chrono::{DateTime, Utc};
-use fraudsense_actors::{features::AccountState, transaction::identifier_problem};
+use fraudsense_actors::features::AccountState;
 
 use crate::{problem::ApiError, state::AppState};
 
@@ -34,9 +34,7 @@ pub async fn get(
     Path(account_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AccountState>, ApiError> {
-    if let Some(why) = identifier_problem(&account_id) {
-        return Err(ApiError::BadRequest(format!("account_id {why}")));
-    }
+    ApiError::check_id("account_id", &account_id)?;
     let at = parse_at(query.as_deref())?;
     match state.windows.account_state(&account_id, at).await {
         Ok(Some(account)) => Ok(Json(account)),

@@ -14,7 +14,6 @@ use fraudsense_actors::{
     Transaction, TransactionCreated,
     labels::{Label, NewLabel},
     store::{self, LabelOutcome},
-    transaction::identifier_problem,
 };
 use serde_json::{Value, json};
 
@@ -202,9 +201,7 @@ fn redis_down(error: fred::prelude::Error) -> ApiError {
 )]
 #[tracing::instrument(skip_all, fields(component = "api", transaction_id = %id))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    if let Some(why) = identifier_problem(&id) {
-        return Err(ApiError::BadRequest(format!("transaction_id {why}")));
-    }
+    ApiError::check_id("transaction_id", &id)?;
     match store::transaction_view(&state.pool, &id).await {
         Ok(Some(view)) => Ok(Json(view)),
         Ok(None) => match state.gate.lookup(&id).await {
@@ -249,9 +246,7 @@ pub async fn label(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if let Some(why) = identifier_problem(&id) {
-        return Err(ApiError::BadRequest(format!("transaction_id {why}")));
-    }
+    ApiError::check_id("transaction_id", &id)?;
     let raw = json_body(&headers, body)?;
     let new = NewLabel::parse(&raw).map_err(ApiError::Validation)?;
     let outcome = store::record_label(&state.pool, &id, &new).await.map_err(|error| {

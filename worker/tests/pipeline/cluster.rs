@@ -1,32 +1,13 @@
 use std::{collections::BTreeMap, time::Duration};
 
-use fraudsense_actors::{balance, testing::eventually};
+use fraudsense_actors::testing::eventually;
 use fraudsense_worker::Node;
 
 use crate::helpers::{Pipeline, spawn_api_only, transaction};
 
 /// Active shards per node of this test, from the management API.
 async fn owners(p: &Pipeline) -> BTreeMap<String, usize> {
-    let shards = p.env.topology().shard_queues;
-    let consumers: Vec<serde_json::Value> = p
-        .http
-        .get("http://127.0.0.1:15672/api/consumers/%2F")
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
-    let mut owners = BTreeMap::new();
-    for c in consumers {
-        let queue = c["queue"]["name"].as_str().unwrap_or_default();
-        if c["active"] == true && shards.iter().any(|s| s == queue) {
-            let node = balance::node_of(c["consumer_tag"].as_str().unwrap_or_default()).unwrap_or_default();
-            *owners.entry(node.to_owned()).or_insert(0) += 1;
-        }
-    }
-    owners
+    p.env.shard_owners().await.unwrap_or_default()
 }
 
 async fn balanced(p: &Pipeline, nodes: &[&str], per_node: &[usize]) {
