@@ -90,9 +90,13 @@ for i = 1, 5 do out[#out + 1] = l[i] or '' end
 return out
 ";
 
-/// The feature vector scoring runs on (all relative to the transaction's event time).
+/// Everything scoring knows about a transaction beyond its own fields, all computed at the
+/// transaction's event time (see `docs/features.md` for the definitions).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Features {
+    /// The transaction's amount, as a float (models only; the decimal stays authoritative).
+    pub amount: f64,
     /// Transactions of this account in the 5 minutes up to and including this one.
     pub tx_count_5m: u64,
     /// ... in the hour up to and including this one.
@@ -109,8 +113,46 @@ pub struct Features {
     pub amount_sum_24h: f64,
     /// Sum of amounts in the 7-day window.
     pub amount_sum_7d: f64,
+    /// Mean amount in the 5-minute window.
+    pub amount_mean_5m: f64,
+    /// Mean amount in the 1-hour window.
+    pub amount_mean_1h: f64,
+    /// Mean amount in the 24-hour window.
+    pub amount_mean_24h: f64,
+    /// Mean amount in the 7-day window.
+    pub amount_mean_7d: f64,
+    /// This amount divided by the mean of the account's earlier transactions in 7 days;
+    /// `None` without history.
+    pub amount_ratio_7d: Option<f64>,
     /// Seconds since the account's previous transaction (by event time), if any in 7 days.
     pub seconds_since_prev: Option<f64>,
+    /// Great-circle distance from the previous transaction's location, in km, when both
+    /// have a location.
+    pub distance_km: Option<f64>,
+    /// `distance_km` over the time between the two, in km/h (time floored at one minute).
+    pub speed_kmh: Option<f64>,
+    /// Distinct merchants this account paid in 24 h, this one included.
+    pub distinct_merchants_24h: u64,
+    /// This merchant is absent from the account's earlier 7-day history.
+    pub new_merchant: bool,
+    /// Local hour of day (solar time from `geo_lon` when known, else UTC), 0–23.
+    pub hour_of_day: u32,
+    /// `hour_of_day` falls between 00:00 and 05:59.
+    pub night: bool,
+    /// Saturday or Sunday, same clock as `hour_of_day`.
+    pub weekend: bool,
+    /// Transactions at this merchant (all accounts) in the hour up to this one.
+    pub merchant_tx_count_1h: u64,
+    /// ... in the 24 hours up to this one.
+    pub merchant_tx_count_24h: u64,
+    /// Labels on this merchant's transactions recorded at least the label delay before
+    /// this transaction (window: `MERCHANT_LABEL_DAYS`).
+    pub merchant_labels: u64,
+    /// How many of them say fraud.
+    pub merchant_fraud_labels: u64,
+    /// Smoothed fraud rate `(fraud + 1) / (labels + 50)`: a prior of 2 % that real labels
+    /// overrule as they accumulate.
+    pub merchant_risk_rate: f64,
 }
 
 /// Count and sum of one window.
@@ -248,6 +290,7 @@ impl WindowStore {
             amount_sum_24h: sum(2),
             amount_sum_7d: sum(3),
             seconds_since_prev: prev.map(|p| (ts as f64 - p) / 1000.0),
+            ..Features::default()
         })
     }
 

@@ -53,11 +53,13 @@ pub mod health;
 pub mod iforest;
 pub mod job;
 pub mod labels;
+pub mod rules;
 pub mod scorer;
 pub mod scoring;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
+pub mod synth;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
