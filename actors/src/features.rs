@@ -1,15 +1,26 @@
-//! Per-account sliding windows in Redis, on event time.
+//! Event-time features: per-account and per-merchant sliding windows in Redis.
 //!
-//! Three keys per account, sharing a hash tag so they live on one Redis Cluster slot:
+//! Per account, keys sharing one hash tag (one Redis Cluster slot):
 //! - `{p}acct:{<id>}:tx`: sorted set, member = `transaction_id`, score = event time (ms);
-//! - `{p}acct:{<id>}:amt`: hash `transaction_id → amount`, trimmed together with the set;
+//! - `{p}acct:{<id>}:amt`, `:geo`, `:mer`: hashes `transaction_id →` amount, `lat,lon`,
+//!   merchant, trimmed together with the set;
 //! - `{p}acct:{<id>}:last`: hash with the latest event (time, location, merchant, id).
 //!
-//! A redelivered transaction re-adds the same member, so it is never counted twice; windows
+//! Per merchant (`{p}merch:{<id>}:…`): `tx` (sorted set of its transactions, 24 h), `lab`
+//! and `fraud` (sorted sets of labelled transaction ids, score = when the label arrived).
+//!
+//! Each side is updated and read by one Lua script (atomic); the two scripts run
+//! concurrently on the one multiplexed connection, so they share a round trip. A
+//! redelivered transaction re-adds the same member, so it is never counted twice; windows
 //! end at the transaction's own timestamp, so replaying history yields the same features as
 //! live traffic, and a late (out-of-order) transaction sees exactly the earlier ones.
-//! Entries older than the longest window are trimmed and the keys expire, so memory is
-//! bounded by the traffic of one window.
+//! Entries older than the longest window are trimmed and every key has a TTL, so memory is
+//! bounded by the traffic of one window. The merchant risk rate only counts labels that
+//! arrived at least `MERCHANT_LABEL_DELAY_SECS` before the transaction: point-in-time
+//! correct, so training on stored feature vectors cannot leak later knowledge.
+//!
+//! [`derive`] turns the raw window answers into [`Features`]; it is the one code path for
+//! live scoring, training and replay.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -20,7 +31,7 @@ use chrono::{DateTime, Utc};
 use fred::{clients::Client, prelude::Error as RedisError, types::scripts::Script};
 use serde::{Deserialize, Serialize};
 
-use crate::transaction::Transaction;
+use crate::{settings::ScoringSettings, transaction::Transaction};
 
 /// The windows every account keeps, as (name, length in ms), shortest first.
 pub const WINDOWS: [(&str, i64); 4] = [
@@ -32,36 +43,44 @@ pub const WINDOWS: [(&str, i64); 4] = [
 /// How long window entries are kept: the longest window.
 pub const RETENTION_MS: i64 = WINDOWS[WINDOWS.len() - 1].1;
 
-/// Shared by both scripts: count and sum (4-decimal string) of the window of `len` ms
-/// ending at `at` (inclusive).
+/// Shared by the account scripts: the members of the window of `len` ms ending at `at`
+/// (inclusive), and their count and sum (4-decimal string: Redis would truncate a Lua float).
 const WINDOW_FN_LUA: &str = r"
+local function members(tx, at, len)
+  return redis.call('ZRANGEBYSCORE', tx, '(' .. (at - len), at)
+end
 local function window(tx, amt, at, len)
-  local members = redis.call('ZRANGEBYSCORE', tx, '(' .. (at - len), at)
+  local m = members(tx, at, len)
   local sum = 0
-  if #members > 0 then
-    for _, a in ipairs(redis.call('HMGET', amt, unpack(members))) do sum = sum + (tonumber(a) or 0) end
+  if #m > 0 then
+    for _, a in ipairs(redis.call('HMGET', amt, unpack(m))) do sum = sum + (tonumber(a) or 0) end
   end
-  return #members, string.format('%.4f', sum)
+  return #m, string.format('%.4f', sum)
 end
 ";
 
-/// Atomic update + read for one transaction. Returns, per window, `count` and `sum` (as a
-/// string: Redis would truncate a Lua float), then the previous event's time or -1.
+/// Atomic update + read for one transaction of an account. ARGV: time, id, amount,
+/// retention, lat, lon, merchant, then the window lengths. Returns count and sum per
+/// window, the previous event's time (or -1) and location (or ''), the distinct merchants
+/// in 24 h and whether this merchant is new in 7 d (1/0).
 const OBSERVE_LUA: &str = r"
-local tx, amt, last = KEYS[1], KEYS[2], KEYS[3]
+local tx, amt, last, geo, mer = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ts, member, amount, retention = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local lat, lon, merchant = ARGV[5], ARGV[6], ARGV[7]
 redis.call('ZADD', tx, ts, member)
 redis.call('HSET', amt, member, amount)
+redis.call('HSET', mer, member, merchant)
+if lat ~= '' then redis.call('HSET', geo, member, lat .. ',' .. lon) end
 local old = redis.call('ZRANGEBYSCORE', tx, '-inf', '(' .. (ts - retention))
 if #old > 0 then
-  redis.call('HDEL', amt, unpack(old))
+  for _, h in ipairs({amt, geo, mer}) do redis.call('HDEL', h, unpack(old)) end
   redis.call('ZREMRANGEBYSCORE', tx, '-inf', '(' .. (ts - retention))
 end
 local last_ts = tonumber(redis.call('HGET', last, 'ts'))
 if (not last_ts) or ts >= last_ts then
-  redis.call('HSET', last, 'ts', ts, 'id', member, 'lat', ARGV[5], 'lon', ARGV[6], 'merchant', ARGV[7])
+  redis.call('HSET', last, 'ts', ts, 'id', member, 'lat', lat, 'lon', lon, 'merchant', merchant)
 end
-for _, k in ipairs({tx, amt, last}) do redis.call('PEXPIRE', k, retention) end
+for _, k in ipairs({tx, amt, last, geo, mer}) do redis.call('PEXPIRE', k, retention) end
 local out = {}
 for i = 8, #ARGV do
   local count, sum = window(tx, amt, ts, tonumber(ARGV[i]))
@@ -70,7 +89,57 @@ for i = 8, #ARGV do
 end
 local prev = redis.call('ZREVRANGEBYSCORE', tx, '(' .. ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
 out[#out + 1] = prev[2] or '-1'
+out[#out + 1] = (prev[1] and redis.call('HGET', geo, prev[1])) or ''
+local day = members(tx, ts, 86400000)
+local distinct, n = {}, 0
+if #day > 0 then
+  for _, m in ipairs(redis.call('HMGET', mer, unpack(day))) do
+    if m and not distinct[m] then distinct[m] = true; n = n + 1 end
+  end
+end
+out[#out + 1] = n
+local seen = 0
+local week = members(tx, ts, retention)
+if #week > 0 then
+  local names = redis.call('HMGET', mer, unpack(week))
+  for i, m in ipairs(week) do
+    if m ~= member and names[i] == merchant then seen = 1; break end
+  end
+end
+out[#out + 1] = 1 - seen
 return out
+";
+
+/// Atomic update + read for one transaction of a merchant. ARGV: time, id, retention,
+/// label cut-off (time minus the label delay), start of the label window. Returns the
+/// merchant's transactions in 1 h and 24 h, and its labels and fraud labels in the window.
+const MERCHANT_LUA: &str = r"
+local tx, lab, fraud = KEYS[1], KEYS[2], KEYS[3]
+local ts, member, retention = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local cutoff, from = ARGV[4], '(' .. ARGV[5]
+redis.call('ZADD', tx, ts, member)
+redis.call('ZREMRANGEBYSCORE', tx, '-inf', '(' .. (ts - retention))
+redis.call('PEXPIRE', tx, retention)
+return {
+  redis.call('ZCOUNT', tx, '(' .. (ts - 3600000), ts),
+  redis.call('ZCOUNT', tx, '(' .. (ts - retention), ts),
+  redis.call('ZCOUNT', lab, from, cutoff),
+  redis.call('ZCOUNT', fraud, from, cutoff),
+}
+";
+
+/// Records a label on a merchant's transaction. ARGV: labelled-at time, id, fraud (1/0),
+/// trim-before time, TTL.
+const LABEL_LUA: &str = r"
+local lab, fraud = KEYS[1], KEYS[2]
+local at, member, is_fraud, trim, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+redis.call('ZADD', lab, 'NX', at, member)
+if is_fraud == '1' then redis.call('ZADD', fraud, 'NX', at, member) end
+for _, k in ipairs({lab, fraud}) do
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. trim)
+  redis.call('PEXPIRE', k, ttl)
+end
+return 1
 ";
 
 /// Read-only view of an account's windows ending at ARGV[1] (or at its latest event if -1).
@@ -89,6 +158,9 @@ end
 for i = 1, 5 do out[#out + 1] = l[i] or '' end
 return out
 ";
+
+/// The merchant windows' retention (their longest window).
+pub const MERCHANT_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Everything scoring knows about a transaction beyond its own fields, all computed at the
 /// transaction's event time (see `docs/features.md` for the definitions).
@@ -213,13 +285,167 @@ pub enum WindowError {
     CircuitOpen,
 }
 
+/// What the two scripts answered for one transaction: the raw material of [`Features`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawWindows {
+    /// Count and sum per entry of [`WINDOWS`].
+    pub windows: [(u64, f64); 4],
+    /// Event time (ms) of the account's previous transaction.
+    pub prev_ms: Option<i64>,
+    /// Its location.
+    pub prev_location: Option<Location>,
+    /// Distinct merchants of the account in 24 h.
+    pub distinct_merchants_24h: u64,
+    /// The merchant is absent from the account's earlier 7-day history.
+    pub new_merchant: bool,
+    /// The merchant's transactions in 1 h and 24 h.
+    pub merchant_counts: (u64, u64),
+    /// Labels and fraud labels on the merchant that count at this time.
+    pub merchant_labels: (u64, u64),
+}
+
+/// Mean radius of the earth, km (IUGG).
+const EARTH_RADIUS_KM: f64 = 6371.0088;
+
+/// Great-circle distance in km between two points (haversine).
+pub fn haversine_km(a: Location, b: Location) -> f64 {
+    let (lat1, lat2) = (a.lat.to_radians(), b.lat.to_radians());
+    let dlat = lat2 - lat1;
+    let dlon = (b.lon - a.lon).to_radians();
+    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+}
+
+/// Local hour, night and weekend of an event: solar time from the longitude when known
+/// (15° per hour), UTC otherwise, so a payment at 03:00 in Tokyo reads as night.
+pub fn local_time(at: DateTime<Utc>, lon: Option<f64>) -> (u32, bool, bool) {
+    use chrono::{Datelike, Timelike, Weekday};
+    let offset_hours = lon.map_or(0, |lon| (lon / 15.0).round() as i64);
+    let local = at + chrono::Duration::hours(offset_hours);
+    let hour = local.hour();
+    (hour, hour < 6, matches!(local.weekday(), Weekday::Sat | Weekday::Sun))
+}
+
+/// Prior of the merchant risk rate: `(fraud + PRIOR_FRAUD) / (labels + PRIOR_LABELS)`.
+const PRIOR_FRAUD: f64 = 1.0;
+const PRIOR_LABELS: f64 = 50.0;
+
+/// Builds the feature vector from a transaction and its raw windows. Pure: training,
+/// replay and live scoring all go through here.
+pub fn derive(tx: &Transaction, raw: &RawWindows) -> Features {
+    use rust_decimal::prelude::ToPrimitive;
+    let amount = tx.amount.to_f64().unwrap_or(0.0);
+    let at = tx.event_time();
+    let mean = |(count, sum): (u64, f64)| if count == 0 { 0.0 } else { sum / count as f64 };
+    let [w5m, w1h, w24h, w7d] = raw.windows;
+    // The 7-day window includes this transaction: history is the rest of it.
+    let (prior_count, prior_sum) = (w7d.0.saturating_sub(1), w7d.1 - amount);
+    let amount_ratio_7d =
+        (prior_count > 0 && prior_sum > 0.0).then(|| amount / (prior_sum / prior_count as f64));
+    let seconds_since_prev = raw.prev_ms.map(|p| (at.timestamp_millis() - p) as f64 / 1000.0);
+    let here = tx.geo_lat.zip(tx.geo_lon).map(|(lat, lon)| Location { lat, lon });
+    let distance_km = here.zip(raw.prev_location).map(|(a, b)| haversine_km(a, b));
+    let speed_kmh = distance_km.zip(seconds_since_prev).map(|(km, secs)| km / (secs.max(60.0) / 3600.0));
+    let (hour_of_day, night, weekend) = local_time(at, tx.geo_lon);
+    let (labels, fraud) = raw.merchant_labels;
+    Features {
+        amount,
+        tx_count_5m: w5m.0,
+        tx_count_1h: w1h.0,
+        tx_count_24h: w24h.0,
+        tx_count_7d: w7d.0,
+        amount_sum_5m: w5m.1,
+        amount_sum_1h: w1h.1,
+        amount_sum_24h: w24h.1,
+        amount_sum_7d: w7d.1,
+        amount_mean_5m: mean(w5m),
+        amount_mean_1h: mean(w1h),
+        amount_mean_24h: mean(w24h),
+        amount_mean_7d: mean(w7d),
+        amount_ratio_7d,
+        seconds_since_prev,
+        distance_km,
+        speed_kmh,
+        distinct_merchants_24h: raw.distinct_merchants_24h,
+        new_merchant: raw.new_merchant,
+        hour_of_day,
+        night,
+        weekend,
+        merchant_tx_count_1h: raw.merchant_counts.0,
+        merchant_tx_count_24h: raw.merchant_counts.1,
+        merchant_labels: labels,
+        merchant_fraud_labels: fraud,
+        merchant_risk_rate: (fraud as f64 + PRIOR_FRAUD) / (labels as f64 + PRIOR_LABELS),
+    }
+}
+
+/// Names of the model inputs, in the order of [`Features::vector`].
+pub const MODEL_INPUTS: [&str; 19] = [
+    "log_amount",
+    "tx_count_5m",
+    "tx_count_1h",
+    "tx_count_24h",
+    "tx_count_7d",
+    "log_amount_sum_1h",
+    "log_amount_sum_24h",
+    "log_amount_ratio_7d",
+    "log_seconds_since_prev",
+    "log_distance_km",
+    "log_speed_kmh",
+    "distinct_merchants_24h",
+    "new_merchant",
+    "hour_of_day",
+    "night",
+    "weekend",
+    "merchant_tx_count_1h",
+    "log_merchant_tx_count_24h",
+    "merchant_risk_rate",
+];
+
+/// Width of the model input.
+pub const MODEL_WIDTH: usize = MODEL_INPUTS.len();
+
+impl Features {
+    /// The numeric model input (see [`MODEL_INPUTS`]): heavy-tailed quantities on a log
+    /// scale, absent history as its neutral value. Computed without allocating.
+    pub fn vector(&self) -> [f64; MODEL_WIDTH] {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let ln1p = |v: f64| v.max(0.0).ln_1p();
+        [
+            ln1p(self.amount),
+            self.tx_count_5m as f64,
+            self.tx_count_1h as f64,
+            self.tx_count_24h as f64,
+            self.tx_count_7d as f64,
+            ln1p(self.amount_sum_1h),
+            ln1p(self.amount_sum_24h),
+            self.amount_ratio_7d.map_or(0.0, |r| r.max(1e-6).ln()),
+            // No earlier transaction in 7 days reads as "7 days ago".
+            ln1p(self.seconds_since_prev.unwrap_or(RETENTION_MS as f64 / 1000.0)),
+            ln1p(self.distance_km.unwrap_or(0.0)),
+            ln1p(self.speed_kmh.unwrap_or(0.0)),
+            self.distinct_merchants_24h as f64,
+            flag(self.new_merchant),
+            f64::from(self.hour_of_day),
+            flag(self.night),
+            flag(self.weekend),
+            self.merchant_tx_count_1h as f64,
+            ln1p(self.merchant_tx_count_24h as f64),
+            self.merchant_risk_rate,
+        ]
+    }
+}
+
 /// Updates and reads the windows of one Redis deployment.
 #[derive(Clone)]
 pub struct WindowStore {
     client: Client,
     observe: Script,
+    merchant: Script,
+    label: Script,
     state: Script,
     prefix: String,
+    settings: ScoringSettings,
     open_until: Arc<Mutex<Option<Instant>>>,
 }
 
@@ -231,23 +457,34 @@ impl std::fmt::Debug for WindowStore {
 
 impl WindowStore {
     /// Windows stored under keys starting with `prefix`.
-    pub fn new(client: Client, prefix: &str) -> Self {
+    pub fn new(client: Client, prefix: &str, settings: &ScoringSettings) -> Self {
         Self {
             client,
             observe: Script::from_lua(format!("{WINDOW_FN_LUA}{OBSERVE_LUA}")),
+            merchant: Script::from_lua(MERCHANT_LUA),
+            label: Script::from_lua(LABEL_LUA),
             state: Script::from_lua(format!("{WINDOW_FN_LUA}{STATE_LUA}")),
             prefix: prefix.to_owned(),
+            settings: settings.clone(),
             open_until: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// The three keys of one account.
+    /// The keys of one account.
     pub fn account_keys(&self, account_id: &str) -> Vec<String> {
-        ["tx", "amt", "last"].iter().map(|k| format!("{}acct:{{{account_id}}}:{k}", self.prefix)).collect()
+        ["tx", "amt", "last", "geo", "mer"]
+            .iter()
+            .map(|k| format!("{}acct:{{{account_id}}}:{k}", self.prefix))
+            .collect()
     }
 
-    /// Records `tx` in its account's windows and returns the features at its event time.
-    /// Fails fast while the circuit breaker is open after a Redis failure.
+    /// The keys of one merchant.
+    pub fn merchant_keys(&self, merchant_id: &str) -> Vec<String> {
+        ["tx", "lab", "fraud"].iter().map(|k| format!("{}merch:{{{merchant_id}}}:{k}", self.prefix)).collect()
+    }
+
+    /// Records `tx` in its account's and merchant's windows and returns the features at its
+    /// event time. Fails fast while the circuit breaker is open after a Redis failure.
     pub async fn observe(&self, tx: &Transaction) -> Result<Features, WindowError> {
         let open = self
             .open_until
@@ -260,10 +497,10 @@ impl WindowStore {
         let result = self.observe_in_redis(tx).await;
         let mut open_until = self.open_until.lock().unwrap_or_else(PoisonError::into_inner);
         *open_until = result.is_err().then(|| Instant::now() + BREAKER_COOL_DOWN);
-        Ok(result?)
+        Ok(derive(tx, &result?))
     }
 
-    async fn observe_in_redis(&self, tx: &Transaction) -> Result<Features, RedisError> {
+    async fn observe_in_redis(&self, tx: &Transaction) -> Result<RawWindows, RedisError> {
         let ts = tx.event_time().timestamp_millis();
         let mut args = vec![
             ts.to_string(),
@@ -275,23 +512,73 @@ impl WindowStore {
             tx.merchant_id.clone(),
         ];
         args.extend(WINDOWS.iter().map(|(_, ms)| ms.to_string()));
-        let out: Vec<String> =
-            self.observe.evalsha_with_reload(&self.client, self.account_keys(&tx.account_id), args).await?;
-        let count = |i: usize| out.get(2 * i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let sum = |i: usize| out.get(2 * i + 1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let prev = out.get(2 * WINDOWS.len()).and_then(|v| v.parse::<f64>().ok()).filter(|p| *p >= 0.0);
-        Ok(Features {
-            tx_count_5m: count(0),
-            tx_count_1h: count(1),
-            tx_count_24h: count(2),
-            tx_count_7d: count(3),
-            amount_sum_5m: sum(0),
-            amount_sum_1h: sum(1),
-            amount_sum_24h: sum(2),
-            amount_sum_7d: sum(3),
-            seconds_since_prev: prev.map(|p| (ts as f64 - p) / 1000.0),
-            ..Features::default()
+        let cutoff = ts - self.settings.label_delay.as_millis() as i64;
+        let merchant_args = vec![
+            ts.to_string(),
+            tx.transaction_id.clone(),
+            MERCHANT_RETENTION_MS.to_string(),
+            cutoff.to_string(),
+            (cutoff - self.settings.label_window.as_millis() as i64).to_string(),
+        ];
+        // Two slots (account, merchant) cannot share one script in Redis Cluster; issued
+        // together, the client pipelines them on its connection.
+        let (account, merchant) = tokio::join!(
+            self.observe.evalsha_with_reload::<Vec<String>, _, _>(
+                &self.client,
+                self.account_keys(&tx.account_id),
+                args
+            ),
+            self.merchant.evalsha_with_reload::<Vec<i64>, _, _>(
+                &self.client,
+                self.merchant_keys(&tx.merchant_id),
+                merchant_args
+            ),
+        );
+        let (out, merchant) = (account?, merchant?);
+        let number = |i: usize| out.get(i).and_then(|v| v.parse::<f64>().ok());
+        let mut windows = [(0, 0.0); 4];
+        for (i, w) in windows.iter_mut().enumerate() {
+            *w = (number(2 * i).unwrap_or(0.0) as u64, number(2 * i + 1).unwrap_or(0.0));
+        }
+        let base = 2 * WINDOWS.len();
+        let prev_location = out.get(base + 1).and_then(|v| {
+            let (lat, lon) = v.split_once(',')?;
+            Some(Location { lat: lat.parse().ok()?, lon: lon.parse().ok()? })
+        });
+        let m = |i: usize| merchant.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok(RawWindows {
+            windows,
+            prev_ms: number(base).filter(|p| *p >= 0.0).map(|p| p as i64),
+            prev_location,
+            distinct_merchants_24h: number(base + 2).unwrap_or(0.0) as u64,
+            new_merchant: number(base + 3) == Some(1.0),
+            merchant_counts: (m(0), m(1)),
+            merchant_labels: (m(2), m(3)),
         })
+    }
+
+    /// Records that the transaction `transaction_id` at `merchant_id` was labelled at
+    /// `labeled_at`; from `labeled_at + MERCHANT_LABEL_DELAY_SECS` on it counts in the
+    /// merchant's risk rate. Idempotent: the first label of a transaction wins.
+    pub async fn record_label(
+        &self,
+        merchant_id: &str,
+        transaction_id: &str,
+        fraud: bool,
+        labeled_at: DateTime<Utc>,
+    ) -> Result<(), RedisError> {
+        let at = labeled_at.timestamp_millis();
+        let keep = (self.settings.label_window + self.settings.label_delay).as_millis() as i64;
+        let args = vec![
+            at.to_string(),
+            transaction_id.to_owned(),
+            if fraud { "1" } else { "0" }.to_owned(),
+            (at - keep).to_string(),
+            keep.to_string(),
+        ];
+        let keys = self.merchant_keys(merchant_id)[1..].to_vec();
+        let _: i64 = self.label.evalsha_with_reload(&self.client, keys, args).await?;
+        Ok(())
     }
 
     /// The account's windows ending at `at` (default: its latest event). `None` if Redis

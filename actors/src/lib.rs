@@ -47,12 +47,14 @@ pub mod alert;
 pub mod backoff;
 pub mod balance;
 pub mod consumer;
+pub mod engine;
 pub mod events;
 pub mod features;
 pub mod health;
 pub mod iforest;
 pub mod job;
 pub mod labels;
+pub mod model;
 pub mod rules;
 pub mod scorer;
 pub mod scoring;
@@ -64,6 +66,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topology;
+pub mod training;
 pub mod transaction;
 
 pub use events::TransactionCreated;

@@ -1,8 +1,13 @@
-//! The scorer actor: pure CPU work, kept off the I/O actors' mailboxes.
+//! The scorer actor: pure CPU work (rules, Isolation Forest, regression), kept off the I/O
+//! actors' mailboxes. It reads the newest [`Engine`] for every message, so an activated
+//! rule set or model applies from the next transaction on.
+
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
 
-use crate::{alert::AlertMsg, features::Features, job::Job, scoring::RuleScorer};
+use crate::{alert::AlertMsg, features::Features, job::Job, scoring::Engine};
 
 /// Messages the scorer accepts.
 #[derive(Debug)]
@@ -20,8 +25,8 @@ pub enum ScorerMsg {
 /// Start-up arguments of the scorer.
 #[derive(Debug, Clone)]
 pub struct ScorerArgs {
-    /// The model.
-    pub scorer: RuleScorer,
+    /// The live engine (rules, model, shadow), swapped on activation.
+    pub engine: watch::Receiver<Arc<Engine>>,
     /// Where decisions go.
     pub alert: ActorRef<AlertMsg>,
 }
@@ -51,10 +56,10 @@ impl Actor for ScorerActor {
     ) -> Result<(), ActorProcessingErr> {
         let ScorerMsg::Score { job, features } = msg;
         let tx = &job.event.transaction;
-        let decision = match &features {
-            Some(features) => state.scorer.score(tx, features),
-            None => state.scorer.score_degraded(tx),
-        };
+        let engine = state.engine.borrow().clone();
+        let started = std::time::Instant::now();
+        let decision = engine.decide(tx, features.as_ref());
+        metrics::histogram!("scoring_seconds").record(started.elapsed().as_secs_f64());
         let degraded = if decision.degraded { "true" } else { "false" };
         metrics::counter!("decisions_total", "risk_label" => decision.risk_label.as_str(), "degraded" => degraded)
             .increment(1);

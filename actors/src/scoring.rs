@@ -1,23 +1,26 @@
-//! Turning features into a decision. For now a transparent rule scorer; the Isolation
-//! Forest and the supervised model will plug in behind the same [`Decision`].
+//! Turning features into a decision: the model's calibrated fraud probability, floored or
+//! overridden by the analysts' rules, bucketed by the rule set's thresholds.
+//!
+//! ```text
+//! final = 1.0                       deny list matched
+//!       = 0.0                       allow list matched (and no deny)
+//!       = max(model p, rule floor)  otherwise (model p = 0 when degraded)
+//! label = HIGH if final ≥ thresholds.high, MEDIUM if ≥ thresholds.medium, else LOW
+//! ```
+//!
+//! An [`Engine`] is one immutable (rule set, model, shadow model) triple; workers swap in a
+//! new one when an analyst activates a rule set or model (see [`crate::engine`]).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
-use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde::{Deserialize, Serialize};
 
-use crate::{features::Features, settings::ScoringSettings, transaction::Transaction};
-
-/// Version tag of the rule set below; stored with every score so decisions can be replayed.
-pub const RULES_VERSION: &str = "rules-2026.11.1";
-/// Version tag of the (rule-only) model.
-pub const MODEL_VERSION: &str = "rule-scorer-1";
-/// Score from which a decision is HIGH and raises an alert.
-pub const HIGH_THRESHOLD: f64 = 0.8;
-/// Score from which a decision is MEDIUM.
-pub const MEDIUM_THRESHOLD: f64 = 0.5;
-/// Transactions in one hour from which the velocity rule fires.
-pub const VELOCITY_1H_LIMIT: u64 = 10;
+use crate::{
+    features::{Features, MODEL_INPUTS, MODEL_WIDTH},
+    model::{Model, ModelScore},
+    rules::{RuleConfig, Thresholds},
+    transaction::Transaction,
+};
 
 /// Risk bucket shown to analysts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -41,11 +44,11 @@ impl RiskLabel {
         }
     }
 
-    /// The bucket a score falls in.
-    pub fn from_score(score: f64) -> Self {
-        if score >= HIGH_THRESHOLD {
+    /// The bucket a score falls in under `thresholds`.
+    pub fn from_score(score: f64, thresholds: &Thresholds) -> Self {
+        if score >= thresholds.high {
             RiskLabel::High
-        } else if score >= MEDIUM_THRESHOLD {
+        } else if score >= thresholds.medium {
             RiskLabel::Medium
         } else {
             RiskLabel::Low
@@ -53,176 +56,178 @@ impl RiskLabel {
     }
 }
 
-/// A rule that fired, with a stable code analysts and clients can key on.
+/// A reason for the decision, with a stable code analysts and clients can key on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
-    /// Stable machine-readable code, e.g. `HIGH_AMOUNT`.
+    /// Stable machine-readable code, e.g. `HIGH_AMOUNT`, `MODEL_RISK`.
     pub code: String,
     /// Human explanation with the numbers that triggered it.
     pub detail: String,
+    /// For rules, the risk floor it sets (0 for model reasons and allow lists).
+    #[serde(default)]
+    pub severity: f64,
 }
 
-/// The outcome of scoring one transaction, with everything needed to explain it.
+/// The outcome of scoring one transaction, with everything needed to explain and replay it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
-    /// Model that produced the score.
+    /// Model that produced the probability.
     pub model_version: String,
-    /// Rule set that produced the reasons.
+    /// Rule set that produced the reasons and thresholds.
     pub rules_version: String,
-    /// Risk in [0, 1].
+    /// Final fraud probability in [0, 1].
     pub score: f64,
     /// Bucket of `score`.
     pub risk_label: RiskLabel,
-    /// Rules that fired.
+    /// Rules that fired and model findings, each with its code.
     pub reasons: Vec<Reason>,
     /// The feature vector the decision was made on.
     pub features: Features,
-    /// How much each input added to the score.
+    /// Each model input's share of the anomaly score (they sum to it).
     pub contributions: BTreeMap<String, f64>,
+    /// What the model said before rules applied; `None` when degraded.
+    pub model: Option<ModelScore>,
+    /// The cut-offs the label was read with.
+    pub thresholds: Thresholds,
     /// Made without the account's windows (feature store unavailable): rules on the
     /// transaction alone. Flagged so analysts and retraining can tell.
     #[serde(default)]
     pub degraded: bool,
+    /// What the shadow (challenger) model decided; stored apart, never acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowScore>,
 }
 
-/// Transparent amount + velocity rules with configurable thresholds.
+/// A challenger's verdict on a transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowScore {
+    /// The challenger.
+    pub model_version: String,
+    /// Its final probability (same rules).
+    pub score: f64,
+    /// Its bucket.
+    pub risk_label: RiskLabel,
+    /// Its model view.
+    pub model: Option<ModelScore>,
+}
+
+/// A rule set as stored: its version and its document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSet {
+    /// Version tag recorded with every score.
+    pub version: String,
+    /// The rules.
+    pub config: RuleConfig,
+}
+
+/// Anomaly score from which the top contributing inputs are named as a reason.
+pub const ANOMALY_REASON_FROM: f64 = 0.6;
+
+/// One immutable scoring configuration.
 #[derive(Debug, Clone)]
-pub struct RuleScorer {
-    settings: ScoringSettings,
+pub struct Engine {
+    /// Active rules.
+    pub rules: Arc<RuleSet>,
+    /// Active model.
+    pub model: Arc<Model>,
+    /// Challenger scored in shadow (stored, never acted on), if any.
+    pub shadow: Option<Arc<Model>>,
 }
 
-impl RuleScorer {
-    /// A scorer with the given thresholds.
-    pub fn new(settings: ScoringSettings) -> Self {
-        Self { settings }
-    }
-
-    /// Scores one transaction. Pure and deterministic: same input, same decision.
-    pub fn score(&self, tx: &Transaction, features: &Features) -> Decision {
-        let mut reasons = Vec::new();
-        let mut contributions = BTreeMap::new();
-        let ScoringSettings { medium_amount, high_amount } = &self.settings;
-
-        let amount_part = if tx.amount >= *high_amount {
-            reasons.push(Reason {
-                code: "HIGH_AMOUNT".into(),
-                detail: format!("amount {} {} is at least {high_amount}", tx.amount, tx.currency),
-            });
-            0.9
-        } else if tx.amount >= *medium_amount {
-            reasons.push(Reason {
-                code: "ELEVATED_AMOUNT".into(),
-                detail: format!("amount {} {} is at least {medium_amount}", tx.amount, tx.currency),
-            });
-            0.5 + 0.2 * ratio(tx.amount - medium_amount, high_amount - medium_amount)
-        } else {
-            0.3 * ratio(tx.amount, *medium_amount)
-        };
-        contributions.insert("amount".to_owned(), amount_part);
-
-        let velocity_part = if features.tx_count_1h > VELOCITY_1H_LIMIT {
-            reasons.push(Reason {
-                code: "VELOCITY_1H".into(),
-                detail: format!(
-                    "{} transactions in the hour before this one (limit {VELOCITY_1H_LIMIT})",
-                    features.tx_count_1h
-                ),
-            });
-            0.2
-        } else {
-            0.0
-        };
-        contributions.insert("tx_count_1h".to_owned(), velocity_part);
-
-        let score = (amount_part + velocity_part).clamp(0.0, 1.0);
-        Decision {
-            model_version: MODEL_VERSION.into(),
-            rules_version: RULES_VERSION.into(),
-            score,
-            risk_label: RiskLabel::from_score(score),
-            reasons,
-            features: features.clone(),
-            contributions,
-            degraded: false,
-        }
-    }
-
-    /// Scores without the account's windows: only the transaction's own rules apply, the
-    /// decision is marked degraded and says why.
-    pub fn score_degraded(&self, tx: &Transaction) -> Decision {
-        let mut decision = self.score(tx, &Features::default());
-        decision.degraded = true;
-        decision.reasons.push(Reason {
-            code: "FEATURES_UNAVAILABLE".into(),
-            detail: "the feature store was unavailable; velocity rules were not evaluated".into(),
+impl Engine {
+    /// Decides on one transaction with the active model, and with the shadow model if
+    /// one is set (and features are available). Pure and deterministic.
+    pub fn decide(&self, tx: &Transaction, features: Option<&Features>) -> Decision {
+        let mut decision = decide(&self.model, &self.rules, tx, features);
+        decision.shadow = self.shadow.as_ref().zip(features).map(|(shadow, f)| {
+            let d = decide(shadow, &self.rules, tx, Some(f));
+            ShadowScore {
+                model_version: d.model_version,
+                score: d.score,
+                risk_label: d.risk_label,
+                model: d.model,
+            }
         });
         decision
     }
 }
 
-/// `part / whole` clamped to [0, 1], as f64.
-fn ratio(part: Decimal, whole: Decimal) -> f64 {
-    if whole <= Decimal::ZERO {
-        return 1.0;
+/// Decides on one transaction with `model` and `rules` (replay and evaluation use this
+/// directly with historical versions).
+pub fn decide(model: &Model, rules: &RuleSet, tx: &Transaction, features: Option<&Features>) -> Decision {
+    let outcome = rules.config.evaluate(tx, features);
+    let mut reasons: Vec<Reason> = outcome
+        .fired
+        .iter()
+        .map(|r| Reason { code: r.code.clone(), detail: r.detail.clone(), severity: r.severity })
+        .collect();
+    let mut contributions = BTreeMap::new();
+    let scored = features.and_then(|f| {
+        let mut shares = [0.0; MODEL_WIDTH];
+        match model.score(f, &mut shares) {
+            Ok(s) => {
+                contributions.extend(MODEL_INPUTS.iter().map(|n| (*n).to_owned()).zip(shares));
+                Some((s, shares))
+            }
+            Err(error) => {
+                tracing::error!(component = "scorer", model = %model.version, %error, "model failed to score");
+                None
+            }
+        }
+    });
+    let model_p = scored.map_or(0.0, |(s, _)| s.probability);
+    let score = if outcome.deny {
+        1.0
+    } else if outcome.allow {
+        0.0
+    } else {
+        model_p.max(outcome.floor)
     }
-    (part / whole).to_f64().unwrap_or(1.0).clamp(0.0, 1.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::Utc;
-    use serde_json::json;
-
-    fn tx(amount: &str) -> Transaction {
-        let body = json!({
-            "transaction_id": "t", "account_id": "a", "merchant_id": "m", "amount": amount,
-            "currency": "EUR", "timestamp": "2026-01-01T00:00:00Z"
+    .clamp(0.0, 1.0);
+    let thresholds = rules.config.thresholds.clone();
+    if let Some((s, shares)) = scored {
+        if s.probability >= thresholds.medium {
+            reasons.push(Reason {
+                code: "MODEL_RISK".into(),
+                detail: format!(
+                    "fraud probability {:.3} (anomaly {:.3}{})",
+                    s.probability,
+                    s.anomaly,
+                    s.supervised.map(|p| format!(", supervised {p:.3}")).unwrap_or_default()
+                ),
+                severity: 0.0,
+            });
+        }
+        if s.anomaly >= ANOMALY_REASON_FROM {
+            let mut top: Vec<(usize, f64)> = shares.iter().copied().enumerate().collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let names: Vec<&str> = top.iter().take(3).map(|(i, _)| MODEL_INPUTS[*i]).collect();
+            reasons.push(Reason {
+                code: "ANOMALY".into(),
+                detail: format!("anomaly score {:.3}, driven by {}", s.anomaly, names.join(", ")),
+                severity: 0.0,
+            });
+        }
+    }
+    let degraded = features.is_none();
+    if degraded {
+        reasons.push(Reason {
+            code: "FEATURES_UNAVAILABLE".into(),
+            detail: "the feature store was unavailable; only transaction-level rules were evaluated".into(),
+            severity: 0.0,
         });
-        Transaction::parse(&body, Utc::now()).unwrap_or_else(|e| panic!("{e:?}"))
     }
-
-    fn scorer() -> RuleScorer {
-        RuleScorer::new(ScoringSettings {
-            medium_amount: Decimal::from(1000),
-            high_amount: Decimal::from(10000),
-        })
-    }
-
-    fn features(tx_count_1h: u64) -> Features {
-        Features { tx_count_1h, tx_count_24h: tx_count_1h, ..Features::default() }
-    }
-
-    #[test]
-    fn amounts_map_to_labels() {
-        let s = scorer();
-        assert_eq!(s.score(&tx("20"), &features(1)).risk_label, RiskLabel::Low);
-        assert_eq!(s.score(&tx("1000"), &features(1)).risk_label, RiskLabel::Medium);
-        assert_eq!(s.score(&tx("9999.99"), &features(1)).risk_label, RiskLabel::Medium);
-        let high = s.score(&tx("10000"), &features(1));
-        assert_eq!(high.risk_label, RiskLabel::High);
-        assert_eq!(high.reasons[0].code, "HIGH_AMOUNT");
-    }
-
-    #[test]
-    fn velocity_raises_a_medium_amount_and_is_explained() {
-        let d = scorer().score(&tx("5000"), &features(VELOCITY_1H_LIMIT + 1));
-        assert!(d.reasons.iter().any(|r| r.code == "VELOCITY_1H"));
-        assert!((d.contributions.values().sum::<f64>() - d.score).abs() < 1e-9);
-        assert!(d.score > scorer().score(&tx("5000"), &features(1)).score);
-    }
-
-    #[test]
-    fn a_degraded_decision_says_so() {
-        let d = scorer().score_degraded(&tx("20000"));
-        assert!(d.degraded);
-        assert_eq!(d.risk_label, RiskLabel::High, "transaction-level rules still apply");
-        assert!(d.reasons.iter().any(|r| r.code == "FEATURES_UNAVAILABLE"));
-    }
-
-    #[test]
-    fn scores_stay_in_range() {
-        let d = scorer().score(&tx("999999999"), &features(1000));
-        assert!((0.0..=1.0).contains(&d.score));
+    Decision {
+        model_version: model.version.clone(),
+        rules_version: rules.version.clone(),
+        score,
+        risk_label: RiskLabel::from_score(score, &thresholds),
+        reasons,
+        features: features.cloned().unwrap_or_default(),
+        contributions,
+        model: scored.map(|(s, _)| s),
+        thresholds,
+        degraded,
+        shadow: None,
     }
 }

@@ -5,7 +5,6 @@
 
 use std::{fmt::Display, net::SocketAddr, str::FromStr, time::Duration};
 
-use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 
 /// A setting that could not be parsed; names the variable so start-up errors are actionable.
@@ -74,8 +73,17 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "most per-account actors one worker keeps; the least recently used go first",
     ),
     ("SHUTDOWN_TIMEOUT_SECS", "30", "on SIGTERM, how long the worker may finish and commit in-flight work"),
-    ("RISK_MEDIUM_AMOUNT", "1000", "amount from which the rule scorer raises risk to MEDIUM"),
-    ("RISK_HIGH_AMOUNT", "10000", "amount from which the rule scorer flags HIGH and raises an alert"),
+    (
+        "MERCHANT_LABEL_DELAY_SECS",
+        "86400",
+        "a label counts in a merchant's risk rate only this long after it arrived (no leakage)",
+    ),
+    ("MERCHANT_LABEL_DAYS", "90", "how far back labels count in a merchant's risk rate"),
+    (
+        "ENGINE_REFRESH_MS",
+        "2000",
+        "how often workers check for a newly activated rule set or model (hot reload)",
+    ),
     ("MIGRATE_ON_START", "true", "apply database migrations when a binary starts"),
     ("LOG_FORMAT", "json", "json for machines, pretty for a terminal"),
     ("RUST_LOG", "info", "log filter (tracing-subscriber EnvFilter syntax)"),
@@ -203,13 +211,27 @@ pub struct AccountSettings {
     pub max: usize,
 }
 
-/// Thresholds of the rule scorer.
-#[derive(Debug, Clone)]
+/// Feature computation and model/rule hot reload. (Rule thresholds live in the database,
+/// editable at run time: see `rules`.)
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScoringSettings {
-    /// Amount from which a transaction is at least MEDIUM risk.
-    pub medium_amount: Decimal,
-    /// Amount from which a transaction is HIGH risk and raises an alert.
-    pub high_amount: Decimal,
+    /// A label counts in its merchant's risk rate only once it is this old, so features
+    /// never use feedback that would not have been there (and replay stays reproducible).
+    pub label_delay: Duration,
+    /// How far back (before the delay) labels count in a merchant's risk rate.
+    pub label_window: Duration,
+    /// How often workers look for a newly activated rule set or model.
+    pub refresh: Duration,
+}
+
+impl Default for ScoringSettings {
+    fn default() -> Self {
+        Self {
+            label_delay: Duration::from_secs(86_400),
+            label_window: Duration::from_secs(90 * 86_400),
+            refresh: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Log output style.
@@ -242,7 +264,7 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Per-account actor bounds.
     pub accounts: AccountSettings,
-    /// Rule thresholds.
+    /// Feature and engine settings.
     pub scoring: ScoringSettings,
     /// Whether binaries apply migrations at start-up.
     pub migrate_on_start: bool,
@@ -297,13 +319,10 @@ impl Settings {
             idempotency_ttl: Duration::from_secs(positive(get("IDEMPOTENCY_TTL_SECS"))?),
         };
         let scoring = ScoringSettings {
-            medium_amount: parse(get("RISK_MEDIUM_AMOUNT"))?,
-            high_amount: parse(get("RISK_HIGH_AMOUNT"))?,
+            label_delay: Duration::from_secs(parse(get("MERCHANT_LABEL_DELAY_SECS"))?),
+            label_window: Duration::from_secs(86_400 * positive::<u64>(get("MERCHANT_LABEL_DAYS"))?),
+            refresh: Duration::from_millis(positive(get("ENGINE_REFRESH_MS"))?),
         };
-        if scoring.medium_amount > scoring.high_amount {
-            let (var, value) = get("RISK_MEDIUM_AMOUNT");
-            return Err(SettingsError { var, value, reason: "must not exceed RISK_HIGH_AMOUNT".into() });
-        }
         let log_format = match get("LOG_FORMAT") {
             (_, v) if v == "json" => LogFormat::Json,
             (_, v) if v == "pretty" => LogFormat::Pretty,

@@ -7,10 +7,11 @@ use tokio_postgres::NoTls;
 use crate::{
     events::TransactionCreated,
     labels::{Label, LabelValue, NewLabel},
-    scoring::{Decision, HIGH_THRESHOLD, RiskLabel},
+    scoring::{Decision, RiskLabel},
     settings::DatabaseSettings,
 };
 
+pub mod catalog;
 mod migrations;
 
 pub use migrations::{MIGRATIONS, migrate};
@@ -28,6 +29,9 @@ pub enum StoreError {
     /// A statement failed.
     #[error("database statement failed: {0}")]
     Statement(#[from] tokio_postgres::Error),
+    /// A stored rule set or model cannot be used by this build.
+    #[error("stored value unusable: {0}")]
+    Corrupt(String),
     /// A value could not be encoded for storage.
     #[error("could not encode {what}: {source}")]
     Encode {
@@ -50,7 +54,7 @@ impl StoreError {
                     || code.starts_with("57P")
                     || matches!(code, "40001" | "40P01" | "53300")
             }),
-            StoreError::Config(_) | StoreError::Encode { .. } => false,
+            StoreError::Config(_) | StoreError::Encode { .. } | StoreError::Corrupt(_) => false,
         }
     }
 }
@@ -107,6 +111,11 @@ pub async fn record_decisions(
     let mut features = Vec::with_capacity(n);
     let mut contributions = Vec::with_capacity(n);
     let mut degraded = Vec::with_capacity(n);
+    let mut model_views = Vec::with_capacity(n);
+    let mut threshold_sets = Vec::with_capacity(n);
+    let (mut shadow_ids, mut shadow_models, mut shadow_scores, mut shadow_labels, mut shadow_views) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut thresholds = Vec::new();
     let (mut alert_ids, mut alert_accounts, mut alert_labels, mut alert_scores, mut alert_reasons) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (event, decision) in batch {
@@ -132,7 +141,17 @@ pub async fn record_decisions(
         features.push(encode("features", serde_json::to_value(&decision.features))?);
         contributions.push(encode("contributions", serde_json::to_value(&decision.contributions))?);
         degraded.push(decision.degraded);
+        model_views.push(encode("model", serde_json::to_value(decision.model))?);
+        threshold_sets.push(encode("thresholds", serde_json::to_value(&decision.thresholds))?);
+        if let Some(shadow) = &decision.shadow {
+            shadow_ids.push(tx.transaction_id.as_str());
+            shadow_models.push(shadow.model_version.as_str());
+            shadow_scores.push(shadow.score);
+            shadow_labels.push(shadow.risk_label.as_str());
+            shadow_views.push(encode("model", serde_json::to_value(shadow.model))?);
+        }
         if decision.risk_label == RiskLabel::High {
+            thresholds.push(decision.thresholds.high);
             alert_ids.push(tx.transaction_id.as_str());
             alert_accounts.push(tx.account_id.as_str());
             alert_labels.push(decision.risk_label.as_str());
@@ -175,14 +194,35 @@ pub async fn record_decisions(
         .collect();
     db.execute(
         "INSERT INTO scores (transaction_id, model_version, rules_version, score, risk_label,
-             reasons, features, contributions, degraded, processed_by)
-         SELECT *, $10 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
-             $7::jsonb[], $8::jsonb[], $9::bool[])
+             reasons, features, contributions, degraded, model, thresholds, processed_by)
+         SELECT *, $12 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
+             $7::jsonb[], $8::jsonb[], $9::bool[], $10::jsonb[], $11::jsonb[])
          ON CONFLICT (transaction_id) DO NOTHING",
-        &[&ids, &models, &rule_sets, &scores, &labels, &reasons, &features, &contributions, &degraded, &node],
+        &[
+            &ids,
+            &models,
+            &rule_sets,
+            &scores,
+            &labels,
+            &reasons,
+            &features,
+            &contributions,
+            &degraded,
+            &model_views,
+            &threshold_sets,
+            &node,
+        ],
     )
     .await?;
-    let thresholds = vec![HIGH_THRESHOLD; alert_ids.len()];
+    if !shadow_ids.is_empty() {
+        db.execute(
+            "INSERT INTO shadow_scores (transaction_id, model_version, score, risk_label, model)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::text[], $5::jsonb[])
+             ON CONFLICT (transaction_id, model_version) DO NOTHING",
+            &[&shadow_ids, &shadow_models, &shadow_scores, &shadow_labels, &shadow_views],
+        )
+        .await?;
+    }
     let alerts: std::collections::HashMap<String, i64> = if alert_ids.is_empty() {
         std::collections::HashMap::new()
     } else {
@@ -243,6 +283,14 @@ pub async fn transaction_view(pool: &Pool, transaction_id: &str) -> Result<Optio
                     'features', s.features,
                     'contributions', s.contributions,
                     'degraded', s.degraded,
+                    'model', s.model,
+                    'thresholds', s.thresholds,
+                    'shadow', (SELECT json_agg(json_build_object(
+                        'model_version', h.model_version,
+                        'score', h.score,
+                        'risk_label', h.risk_label,
+                        'model', h.model) ORDER BY h.model_version)
+                      FROM shadow_scores h WHERE h.transaction_id = t.transaction_id),
                     'processed_by', s.processed_by,
                     'scored_at', s.scored_at) END,
                 'alerts', COALESCE((SELECT json_agg(json_build_object(
@@ -274,6 +322,15 @@ pub async fn raw_payload(pool: &Pool, transaction_id: &str) -> Result<Option<Val
     let client = pool.get().await?;
     let row = client
         .query_opt("SELECT raw FROM transactions WHERE transaction_id = $1", &[&transaction_id])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The merchant of a stored transaction.
+pub async fn merchant_of(pool: &Pool, transaction_id: &str) -> Result<Option<String>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt("SELECT merchant_id FROM transactions WHERE transaction_id = $1", &[&transaction_id])
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
@@ -335,4 +392,144 @@ pub async fn record_label(
         Some(label) => LabelOutcome::Conflict(label),
         None => LabelOutcome::UnknownTransaction,
     })
+}
+
+/// A stored, scored transaction as training and replay read it back.
+#[derive(Debug, Clone)]
+pub struct StoredDecision {
+    /// The transaction, re-parsed from its raw body.
+    pub transaction: crate::Transaction,
+    /// The feature vector it was scored on (point-in-time: what scoring saw).
+    pub features: crate::features::Features,
+    /// Its label, if one arrived.
+    pub fraud: Option<bool>,
+    /// When the label arrived.
+    pub labeled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Versions and outcome recorded at scoring time.
+    pub model_version: String,
+    /// Rule set recorded at scoring time.
+    pub rules_version: String,
+    /// Score recorded.
+    pub score: f64,
+    /// Bucket recorded.
+    pub risk_label: String,
+    /// Reason codes recorded, in order.
+    pub reason_codes: Vec<String>,
+    /// Whether it was scored without features.
+    pub degraded: bool,
+}
+
+/// Scored transactions with event time in `[from, to)`, in event-time order, with their
+/// labels. Rows whose stored body no longer parses are skipped and counted in the log.
+pub async fn stored_decisions(
+    pool: &Pool,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<StoredDecision>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT t.raw, t.received_at, s.features, l.label, l.labeled_at, s.model_version, s.rules_version,
+                    s.score, s.risk_label, s.reasons, s.degraded
+             FROM transactions t
+             JOIN scores s ON s.transaction_id = t.transaction_id
+             LEFT JOIN labels l ON l.transaction_id = t.transaction_id
+             WHERE t.occurred_at >= $1 AND t.occurred_at < $2
+             ORDER BY t.occurred_at, t.transaction_id",
+            &[&from, &to],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut skipped = 0usize;
+    for row in rows {
+        let Ok(transaction) = crate::Transaction::parse(&row.get::<_, Value>(0), row.get(1)) else {
+            skipped += 1;
+            continue;
+        };
+        let Ok(features) = serde_json::from_value(row.get::<_, Value>(2)) else {
+            skipped += 1;
+            continue;
+        };
+        let reasons: Value = row.get(9);
+        out.push(StoredDecision {
+            transaction,
+            features,
+            fraud: row.get::<_, Option<&str>>(3).map(|l| l == "fraud"),
+            labeled_at: row.get(4),
+            model_version: row.get(5),
+            rules_version: row.get(6),
+            score: row.get(7),
+            risk_label: row.get(8),
+            reason_codes: reasons
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r.get("code")?.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            degraded: row.get(10),
+        });
+    }
+    if skipped > 0 {
+        tracing::warn!(skipped, "stored decisions that could not be read back were skipped");
+    }
+    Ok(out)
+}
+
+/// Labels that arrived before `until`, with their transaction's merchant (to rebuild the
+/// merchant risk sets for replay).
+pub async fn labels_until(
+    pool: &Pool,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<crate::training::LabelEvent>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT t.merchant_id, l.transaction_id, l.label = 'fraud', l.labeled_at
+             FROM labels l JOIN transactions t ON t.transaction_id = l.transaction_id
+             WHERE l.labeled_at < $1 ORDER BY l.labeled_at",
+            &[&until],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::training::LabelEvent {
+            merchant_id: r.get(0),
+            transaction_id: r.get(1),
+            fraud: r.get(2),
+            labeled_at: r.get(3),
+        })
+        .collect())
+}
+
+/// Transactions (scored or not) with event time in `[from, to)`, in event-time order:
+/// what replay feeds through fresh windows.
+pub async fn transactions_between(
+    pool: &Pool,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<crate::Transaction>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT raw, received_at FROM transactions WHERE occurred_at >= $1 AND occurred_at < $2
+             ORDER BY occurred_at, transaction_id",
+            &[&from, &to],
+        )
+        .await?;
+    Ok(rows.iter().filter_map(|r| crate::Transaction::parse(&r.get::<_, Value>(0), r.get(1)).ok()).collect())
+}
+
+/// Pairs of (live score, shadow score, label) for labelled transactions the shadow model
+/// `version` scored: how a challenger compares once labels arrive.
+pub async fn shadow_comparison(pool: &Pool, version: &str) -> Result<Vec<(f64, f64, bool)>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT s.score, h.score, l.label = 'fraud'
+             FROM shadow_scores h
+             JOIN scores s ON s.transaction_id = h.transaction_id
+             JOIN labels l ON l.transaction_id = h.transaction_id
+             WHERE h.model_version = $1",
+            &[&version],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }

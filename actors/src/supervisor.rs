@@ -15,7 +15,7 @@ use crate::{
     consumer::{ConsumerActor, ConsumerArgs, ConsumerMsg},
     features::WindowStore,
     scorer::{ScorerActor, ScorerArgs},
-    scoring::RuleScorer,
+    scoring::Engine,
     settings::Settings,
     topology::Topology,
 };
@@ -48,6 +48,8 @@ pub struct SupervisorArgs {
     pub windows: WindowStore,
     /// This node's id (in its consumer tags and metrics).
     pub node_id: String,
+    /// The live scoring engine (hot-reloaded rules and models).
+    pub engine: tokio::sync::watch::Receiver<std::sync::Arc<Engine>>,
 }
 
 /// Supervisor state.
@@ -159,7 +161,7 @@ async fn spawn_pipeline(
     };
     let (alert, _) = Actor::spawn_linked(None, AlertActor, alert_args, sup.clone()).await?;
     state.children.push(alert.get_cell());
-    let scorer_args = ScorerArgs { scorer: RuleScorer::new(args.settings.scoring.clone()), alert };
+    let scorer_args = ScorerArgs { engine: args.engine.clone(), alert };
     let (scorer, _) = Actor::spawn_linked(None, ScorerActor, scorer_args, sup.clone()).await?;
     state.children.push(scorer.get_cell());
     let consumer_args = ConsumerArgs {

@@ -11,7 +11,7 @@ use serde_json::json;
 async fn store() -> (TestEnv, WindowStore) {
     let env = TestEnv::new().await.unwrap_or_else(|e| panic!("{e:#}"));
     let redis = fraudsense_actors::connect_redis(&env.settings.redis).await.unwrap_or_else(|e| panic!("{e}"));
-    let store = WindowStore::new(redis, &env.settings.redis.key_prefix);
+    let store = WindowStore::new(redis, &env.settings.redis.key_prefix, &env.settings.scoring);
     (env, store)
 }
 

@@ -65,7 +65,7 @@ impl Application {
             settings.http.rate_limit,
             settings.http.rate_window,
         );
-        let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix);
+        let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix, &settings.scoring);
         let state = AppState { pool, redis, gate, windows, publisher };
         let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)

@@ -8,11 +8,13 @@
 use std::{net::SocketAddr, time::Duration};
 
 pub mod dlq;
+pub mod models;
 
 use anyhow::Context;
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use fraudsense_actors::{
     Settings, connect_redis,
+    engine::EngineWatch,
     features::WindowStore,
     health, store,
     supervisor::{Supervisor, SupervisorArgs, SupervisorMsg},
@@ -33,6 +35,8 @@ pub struct Node {
     addr: SocketAddr,
     drain_timeout: Duration,
     node_id: String,
+    /// Keeps the engine current; dropped (and stopped) with the node.
+    _engine: EngineWatch,
 }
 
 #[derive(Clone)]
@@ -49,9 +53,17 @@ impl Node {
         let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
+            if let Some(version) =
+                store::catalog::ensure_active_model(&pool).await.context("installing the bootstrap model")?
+            {
+                tracing::info!(component = "worker", version, "bootstrap model activated");
+            }
         }
+        let engine = EngineWatch::start(pool.clone(), settings.scoring.refresh)
+            .await
+            .context("loading the active rules and model")?;
         let redis = connect_redis(&settings.redis).await.context("connecting to Redis")?;
-        let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix);
+        let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix, &settings.scoring);
         let listener = TcpListener::bind(settings.worker_addr)
             .await
             .with_context(|| format!("binding {}", settings.worker_addr))?;
@@ -60,7 +72,13 @@ impl Node {
         let drain_timeout = settings.shutdown_timeout;
         let node_id = new_node_id();
         tracing::info!(component = "worker", node_id, "node identity");
-        let args = SupervisorArgs { node_id: node_id.clone(), settings, pool: pool.clone(), windows };
+        let args = SupervisorArgs {
+            node_id: node_id.clone(),
+            settings,
+            pool: pool.clone(),
+            windows,
+            engine: engine.receiver(),
+        };
         let (supervisor, supervisor_done) =
             Actor::spawn(None, Supervisor, args).await.context("starting the supervision tree")?;
 
@@ -80,7 +98,16 @@ impl Node {
             }
         });
         tracing::info!(component = "worker", %addr, "worker node started");
-        Ok(Self { supervisor, supervisor_done, http, http_stop, addr, drain_timeout, node_id })
+        Ok(Self {
+            supervisor,
+            supervisor_done,
+            http,
+            http_stop,
+            addr,
+            drain_timeout,
+            node_id,
+            _engine: engine,
+        })
     }
 
     /// This node's id (in its consumer tags and in `scores.processed_by`).

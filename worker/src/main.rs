@@ -1,9 +1,18 @@
-//! `fraudsense-worker`: run a worker node, or manage the dead-letter queue.
+//! `fraudsense-worker`: run a worker node, train/evaluate/activate models, replay
+//! decisions, or manage the dead-letter queue.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use fraudsense_actors::{Settings, signal::shutdown_signal, telemetry};
-use fraudsense_worker::{Node, dlq};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use fraudsense_actors::{
+    Settings, iforest, signal::shutdown_signal, store::catalog::ModelStatus, synth::SynthConfig, telemetry,
+};
+use fraudsense_worker::{
+    Node, dlq,
+    models::{self, Activate, LabelOptions, SyntheticOptions},
+};
 
 #[derive(Parser)]
 #[command(version, about = "FraudSense worker node: consumes transactions and scores them")]
@@ -27,6 +36,130 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// Train a model: on a generated history (default) or on stored decisions and labels
+    /// (`--from-labels`); evaluate it on the latest days, store it, activate it if better.
+    Train(TrainArgs),
+    /// Evaluate a stored model version (default: the active one) on a generated history or
+    /// on stored labelled decisions, and compare a shadow model with the active one.
+    Evaluate {
+        /// The version (default: the active model).
+        #[arg(long)]
+        version: Option<String>,
+        /// Evaluate on stored labelled decisions of the last `--days` instead of generated data.
+        #[arg(long)]
+        from_labels: bool,
+        /// Days of stored decisions (with `--from-labels`).
+        #[arg(long, default_value_t = 30)]
+        label_days: u32,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List model versions, or change which one is active or in shadow.
+    Models {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// Recompute stored decisions with the model and rule-set versions they record and
+    /// report any that come out different.
+    Replay {
+        /// Start of the period (event time, RFC 3339).
+        #[arg(long)]
+        from: DateTime<Utc>,
+        /// End of the period (exclusive).
+        #[arg(long)]
+        to: DateTime<Utc>,
+    },
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Seed of the generated history.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Accounts in the generated history.
+    #[arg(long, default_value_t = 400)]
+    accounts: usize,
+    /// Merchants in the generated history.
+    #[arg(long, default_value_t = 150)]
+    merchants: usize,
+    /// Days of generated history.
+    #[arg(long, default_value_t = 28)]
+    days: u32,
+}
+
+impl DataArgs {
+    fn config(&self) -> SynthConfig {
+        SynthConfig {
+            seed: self.seed,
+            accounts: self.accounts,
+            merchants: self.merchants,
+            days: self.days,
+            ..SynthConfig::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Learn from the stored feature vectors and labels instead of generated data.
+    #[arg(long)]
+    from_labels: bool,
+    /// Days of stored decisions to learn from (with `--from-labels`).
+    #[arg(long, default_value_t = 90)]
+    label_days: u32,
+    /// Most recent days held out for evaluation (with `--from-labels`).
+    #[arg(long, default_value_t = 7)]
+    eval_days: u32,
+    /// Labelled rows needed for a supervised part (fewer: only the forest is refit).
+    #[arg(long, default_value_t = 200)]
+    min_labels: usize,
+    /// Fraud labels needed among them.
+    #[arg(long, default_value_t = 20)]
+    min_fraud: usize,
+    /// When to activate the new version.
+    #[arg(long, value_enum, default_value_t = Activate::IfBetter)]
+    activate: Activate,
+    /// Version tag (default: derived from the source and the time).
+    #[arg(long)]
+    version: Option<String>,
+    /// Also write the model package (artifact, training facts, metrics) to this file.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Do not store the model in PostgreSQL (with `--output`: produce a file only).
+    #[arg(long)]
+    no_store: bool,
+    /// Trees of the Isolation Forest.
+    #[arg(long, default_value_t = 100)]
+    trees: usize,
+    /// Rows per tree of the Isolation Forest.
+    #[arg(long, default_value_t = 256)]
+    sample_size: usize,
+    /// Retrain again every this many hours (a long-running scheduled retrainer).
+    #[arg(long)]
+    every_hours: Option<u64>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Print every version with its status, training facts and metrics.
+    List,
+    /// Make a version the active model (workers switch within ENGINE_REFRESH_MS).
+    Activate {
+        /// The version.
+        version: String,
+    },
+    /// Score a version in shadow beside the active one (stored, never acted on).
+    Shadow {
+        /// The version.
+        version: String,
+    },
+    /// Take a version out of use.
+    Retire {
+        /// The version.
+        version: String,
     },
 }
 
@@ -61,6 +194,78 @@ async fn main() -> anyhow::Result<()> {
         Command::Topology { vhost } => {
             let topology = fraudsense_actors::topology::Topology::from_settings(&settings.amqp);
             println!("{}", serde_json::to_string_pretty(&topology.definitions(&vhost))?);
+        }
+        Command::Train(args) => {
+            telemetry::init("worker", settings.log_format);
+            loop {
+                let report = if args.from_labels {
+                    let options = LabelOptions {
+                        days: args.label_days,
+                        eval_days: args.eval_days,
+                        min_labels: args.min_labels,
+                        min_fraud: args.min_fraud,
+                        version: args.version.clone(),
+                        activate: args.activate,
+                    };
+                    models::train_from_labels(&settings, &options).await
+                } else {
+                    let options = SyntheticOptions {
+                        data: args.data.config(),
+                        forest: iforest::Params {
+                            trees: args.trees,
+                            sample_size: args.sample_size,
+                            ..iforest::Params::default()
+                        },
+                        version: args.version.clone(),
+                        output: args.output.clone(),
+                        store: !args.no_store,
+                        activate: args.activate,
+                    };
+                    models::train_synthetic(&settings, &options).await
+                };
+                let Some(hours) = args.every_hours else {
+                    println!("{}", report?);
+                    break;
+                };
+                // Scheduled: a failed round is reported and the next one tried.
+                match report {
+                    Ok(report) => println!("{report}"),
+                    Err(error) => {
+                        tracing::error!(error = format!("{error:#}"), "scheduled retraining failed")
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(hours.max(1) * 3600)) => {}
+                    () = shutdown_signal() => break,
+                }
+            }
+        }
+        Command::Evaluate { version, from_labels, label_days, data } => {
+            let config = data.config();
+            let synthetic = (!from_labels).then_some(&config);
+            println!("{}", models::evaluate(&settings, version.as_deref(), synthetic, label_days).await?);
+        }
+        Command::Models { action } => {
+            let out = match action {
+                ModelAction::List => models::list(&settings).await?,
+                ModelAction::Activate { version } => {
+                    models::set_status(&settings, &version, ModelStatus::Active).await?
+                }
+                ModelAction::Shadow { version } => {
+                    models::set_status(&settings, &version, ModelStatus::Shadow).await?
+                }
+                ModelAction::Retire { version } => {
+                    models::set_status(&settings, &version, ModelStatus::Retired).await?
+                }
+            };
+            println!("{out}");
+        }
+        Command::Replay { from, to } => {
+            let report = models::replay(&settings, from, to).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.differing.is_empty() {
+                anyhow::bail!("{} decision(s) came out different", report.differing.len());
+            }
         }
         Command::Dlq { action } => match action {
             DlqAction::List { limit } => {

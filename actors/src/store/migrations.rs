@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "labels", include_str!("../../migrations/0002_labels.sql")),
     (3, "degraded", include_str!("../../migrations/0003_degraded.sql")),
     (4, "processed_by", include_str!("../../migrations/0004_processed_by.sql")),
+    (5, "models_rules", include_str!("../../migrations/0005_models_rules.sql")),
 ];
 
 /// Arbitrary constant naming our advisory lock ("fraudsen" in ASCII).

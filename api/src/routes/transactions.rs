@@ -12,7 +12,7 @@ use axum::{
 use chrono::Utc;
 use fraudsense_actors::{
     Transaction, TransactionCreated,
-    labels::{Label, NewLabel},
+    labels::{Label, LabelValue, NewLabel},
     store::{self, LabelOutcome},
 };
 use serde_json::{Value, json};
@@ -253,12 +253,30 @@ pub async fn label(
         tracing::error!(%error, "label not recorded");
         ApiError::Unavailable { detail: "the database is unavailable; retry later", retry_after: 1 }
     })?;
+    // The merchant risk feature learns from labels too. Recording there is idempotent, so
+    // a retry after a Redis failure (answered 503) completes it.
+    let feed = |label: Label| async move {
+        let merchant = store::merchant_of(&state.pool, &label.transaction_id).await.ok().flatten();
+        let recorded = match &merchant {
+            Some(m) => state
+                .windows
+                .record_label(m, &label.transaction_id, label.label == LabelValue::Fraud, label.labeled_at)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("transaction not found".to_owned()),
+        };
+        recorded.map(|()| label).map_err(|error| {
+            tracing::error!(%error, "label stored but not yet in the feature store");
+            ApiError::Unavailable { detail: "the feature store is unavailable; retry later", retry_after: 1 }
+        })
+    };
     match outcome {
         LabelOutcome::Created(label) => {
+            let label = feed(label).await?;
             tracing::info!(label = label.label.as_str(), source = %label.source, "label recorded");
             Ok((StatusCode::CREATED, Json(label)).into_response())
         }
-        LabelOutcome::Unchanged(label) => Ok((StatusCode::OK, Json(label)).into_response()),
+        LabelOutcome::Unchanged(label) => Ok((StatusCode::OK, Json(feed(label).await?)).into_response()),
         LabelOutcome::Conflict(existing) => Err(ApiError::Conflict(format!(
             "transaction {id} is already labelled {} (by {})",
             existing.label.as_str(),

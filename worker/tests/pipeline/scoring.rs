@@ -11,10 +11,21 @@ async fn a_posted_transaction_is_scored_and_explained() {
     assert_eq!(view["amount"], "25", "decimal, exact, without padding");
     assert_eq!(view["account_id"], "acct-a");
     assert_eq!(view["score"]["risk_label"], "LOW");
-    assert_eq!(view["score"]["model_version"], "rule-scorer-1");
-    assert!(view["score"]["rules_version"].is_string());
+    // The first decision is already a model's: the shipped bootstrap model and default rules.
+    assert_eq!(view["score"]["model_version"], "bootstrap-1");
+    assert_eq!(view["score"]["rules_version"], "rules-1");
     assert_eq!(view["score"]["features"]["tx_count_1h"], 1);
-    assert!(view["score"]["contributions"]["amount"].is_number());
+    assert_eq!(view["score"]["features"]["new_merchant"], true);
+    // The receipt explains the anomaly score: one share per model input, summing to it.
+    let anomaly = view["score"]["model"]["anomaly"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&anomaly), "{view}");
+    let shares = view["score"]["contributions"].as_object().cloned().unwrap_or_default();
+    assert_eq!(shares.len(), fraudsense_actors::features::MODEL_WIDTH);
+    let total: f64 = shares.values().filter_map(|v| v.as_f64()).sum();
+    assert!((total - anomaly).abs() < 1e-9, "contributions {total} vs anomaly {anomaly}");
+    let probability = view["score"]["model"]["probability"].as_f64().unwrap_or(-1.0);
+    assert_eq!(view["score"]["score"].as_f64(), Some(probability), "no rule fired: the model decides");
+    assert_eq!(view["score"]["thresholds"]["high"], 0.8);
     assert_eq!(view["alerts"], serde_json::json!([]));
 
     // Both binaries export Prometheus metrics (worker on its own port).
