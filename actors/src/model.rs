@@ -226,21 +226,18 @@ impl Model {
         let labelled = |set: &[Example]| -> (Vec<[f64; MODEL_WIDTH]>, Vec<bool>) {
             set.iter().filter_map(|e| e.fraud.map(|f| (e.x, f))).unzip()
         };
-        let enough = |labels: &[bool]| {
+        // The calibrator has three parameters: a quarter of the labels suffice for it.
+        let enough = |labels: &[bool], share: usize| {
             let fraud = labels.iter().filter(|l| **l).count();
-            if labels.len() >= params.min_labels && fraud >= params.min_fraud && fraud < labels.len() {
+            let (need_rows, need_fraud) = (params.min_labels / share, (params.min_fraud / share).max(1));
+            if labels.len() >= need_rows && fraud >= need_fraud && fraud < labels.len() {
                 Ok(())
             } else {
-                Err(ModelError::NotEnoughLabels {
-                    labelled: labels.len(),
-                    fraud,
-                    need_rows: params.min_labels,
-                    need_fraud: params.min_fraud,
-                })
+                Err(ModelError::NotEnoughLabels { labelled: labels.len(), fraud, need_rows, need_fraud })
             }
         };
         let (x, y) = labelled(train);
-        enough(&y)?;
+        enough(&y, 1)?;
         let refs: Vec<&[f64]> = x.iter().map(|r| r.as_slice()).collect();
         let supervised = Logistic::fit(&MODEL_INPUTS, &refs, &y, params.alpha)?;
         let mut model = Self {
@@ -259,7 +256,7 @@ impl Model {
             },
         };
         let (cx, cy) = labelled(calibrate);
-        enough(&cy)?;
+        enough(&cy, 4)?;
         let stacked: Vec<[f64; 2]> = cx.iter().map(|x| model.stack(x)).collect::<Result<_, _>>()?;
         let refs: Vec<&[f64]> = stacked.iter().map(|r| r.as_slice()).collect();
         model.calibrator = Logistic::fit(&CALIBRATOR_INPUTS, &refs, &cy, 1e-3)?;

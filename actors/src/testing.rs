@@ -63,6 +63,8 @@ impl TestEnv {
         settings.redis.key_prefix = format!("fstest:{short}:");
         settings.api_addr = "127.0.0.1:0".parse()?;
         settings.worker_addr = "127.0.0.1:0".parse()?;
+        // Activations show up in tests within a tenth of a second.
+        settings.scoring.refresh = std::time::Duration::from_millis(100);
 
         let pool = store::connect(&settings.database)?;
         store::migrate(&pool).await.context("migrating the test database")?;

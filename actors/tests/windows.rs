@@ -100,3 +100,77 @@ async fn account_state_reports_windows_and_last_location() {
     assert_eq!((state.windows[0].count, state.windows[3].count), (0, 2));
     env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
 }
+
+/// A transaction of `account` at `merchant`, `at`, in `(lat, lon)`.
+fn at(id: &str, account: &str, merchant: &str, amount: &str, when: &str, place: (f64, f64)) -> Transaction {
+    let body = json!({
+        "transaction_id": id, "account_id": account, "merchant_id": merchant, "amount": amount,
+        "currency": "EUR", "timestamp": when, "geo_lat": place.0, "geo_lon": place.1
+    });
+    Transaction::parse(&body, Utc::now()).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+const MADRID: (f64, f64) = (40.4168, -3.7038);
+const PARIS: (f64, f64) = (48.8566, 2.3522);
+
+#[tokio::test]
+async fn travel_history_and_merchant_features_come_from_the_event_before() {
+    let (env, store) = store().await;
+    let f = observe(&store, &at("t1", "acc-t", "m-a", "10", "2026-11-02T12:00:00Z", MADRID)).await;
+    assert_eq!((f.distance_km, f.speed_kmh, f.amount_ratio_7d), (None, None, None), "no history yet");
+    assert!(f.new_merchant);
+    let f = observe(&store, &at("t2", "acc-t", "m-a", "10", "2026-11-02T12:10:00Z", MADRID)).await;
+    assert_eq!(f.distance_km, Some(0.0));
+    assert!(!f.new_merchant, "paid m-a before");
+    assert_eq!(f.amount_ratio_7d, Some(1.0));
+    // Thirty minutes later in Paris: about 1050 km, an impossible 2100 km/h.
+    let f = observe(&store, &at("t3", "acc-t", "m-b", "100", "2026-11-02T12:40:00Z", PARIS)).await;
+    let km = f.distance_km.unwrap_or_default();
+    assert!((1040.0..1060.0).contains(&km), "{km}");
+    assert!((f.speed_kmh.unwrap_or_default() - km * 2.0).abs() < 1e-6);
+    assert!(f.new_merchant);
+    assert_eq!(f.distinct_merchants_24h, 2);
+    assert_eq!(f.amount_ratio_7d, Some(10.0), "100 against a history averaging 10");
+    assert_eq!(f.amount_mean_1h, 40.0);
+    // Another account at the same merchant sees the merchant's traffic, not the account's.
+    let f = observe(&store, &at("o1", "acc-o", "m-b", "5", "2026-11-02T12:45:00Z", PARIS)).await;
+    assert_eq!((f.tx_count_1h, f.merchant_tx_count_1h, f.merchant_tx_count_24h), (1, 2, 2));
+    env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test]
+async fn the_merchant_risk_rate_only_counts_labels_older_than_the_delay() {
+    let (env, store) = store().await;
+    assert_eq!(env.settings.scoring.label_delay.as_secs(), 86_400);
+    let labelled: DateTime<Utc> = "2026-11-03T00:00:00Z".parse().unwrap_or_default();
+    for (i, fraud) in [true, true, false].into_iter().enumerate() {
+        store
+            .record_label("m-risky", &format!("old-{i}"), fraud, labelled)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Labelling the same transaction again changes nothing.
+    store.record_label("m-risky", "old-0", false, labelled).await.unwrap_or_else(|e| panic!("{e}"));
+    let f = observe(&store, &at("r1", "acc-r", "m-risky", "10", "2026-11-03T12:00:00Z", MADRID)).await;
+    assert_eq!(
+        (f.merchant_labels, f.merchant_fraud_labels),
+        (0, 0),
+        "labels younger than a day do not count"
+    );
+    assert_eq!(f.merchant_risk_rate, 1.0 / 50.0, "the prior");
+    let f = observe(&store, &at("r2", "acc-r", "m-risky", "10", "2026-11-04T00:00:00Z", MADRID)).await;
+    assert_eq!((f.merchant_labels, f.merchant_fraud_labels), (3, 2));
+    assert_eq!(f.merchant_risk_rate, 3.0 / 53.0);
+    env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test]
+async fn time_of_day_is_local_solar_time() {
+    let (env, store) = store().await;
+    // 18:00 UTC in Tokyo (139.7° E, +9 h) is 03:00 on Sunday morning.
+    let f = observe(&store, &at("k1", "acc-k", "m-k", "10", "2026-11-07T18:00:00Z", (35.68, 139.7))).await;
+    assert_eq!((f.hour_of_day, f.night, f.weekend), (3, true, true));
+    let f = observe(&store, &at("k2", "acc-l", "m-k", "10", "2026-11-09T18:00:00Z", MADRID)).await;
+    assert_eq!((f.hour_of_day, f.night, f.weekend), (18, false, false));
+    env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
+}

@@ -382,6 +382,8 @@ pub struct Difference {
     pub transaction_id: String,
     /// What differs: `features`, `score`, `risk_label`, `reasons`.
     pub fields: Vec<&'static str>,
+    /// Which features differ, if any (a changed feature explains a changed score).
+    pub features: Vec<String>,
     /// Stored score and label.
     pub stored: (f64, String),
     /// Recomputed score and label.
@@ -457,7 +459,8 @@ pub async fn replay(
         let d = decide(model, rules, tx, Some(f));
         let codes: Vec<&str> = d.reasons.iter().map(|r| r.code.as_str()).collect();
         let mut fields = Vec::new();
-        if *f != stored.features {
+        let changed = changed_features(f, &stored.features);
+        if !changed.is_empty() {
             fields.push("features");
         }
         if (d.score - stored.score).abs() > 1e-9 {
@@ -475,10 +478,20 @@ pub async fn replay(
             report.differing.push(Difference {
                 transaction_id: tx.transaction_id.clone(),
                 fields,
+                features: changed,
                 stored: (stored.score, stored.risk_label.clone()),
                 replayed: (d.score, d.risk_label.as_str().to_owned()),
             });
         }
     }
     Ok(report)
+}
+
+/// Names of the features whose values differ.
+fn changed_features(a: &Features, b: &Features) -> Vec<String> {
+    let (Ok(Value::Object(a)), Ok(Value::Object(b))) = (serde_json::to_value(a), serde_json::to_value(b))
+    else {
+        return vec!["(unreadable)".into()];
+    };
+    a.iter().filter(|(k, v)| b.get(k.as_str()) != Some(v)).map(|(k, _)| k.clone()).collect()
 }

@@ -5,6 +5,7 @@ mod accounts;
 mod cluster;
 mod dlq;
 mod helpers;
+mod models;
 mod reads;
 mod recovery;
 mod scoring;
