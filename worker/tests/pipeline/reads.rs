@@ -36,6 +36,14 @@ async fn labels_are_recorded_once_and_conflicts_are_refused() {
     assert_eq!(fields, ["extra", "label"]);
     assert_eq!(post("/transactions/never-seen/label", json!({"label": "fraud"})).await.0, 404);
     assert_eq!(p.count("SELECT count(*) FROM labels WHERE transaction_id = $1", "lab-1").await, 1);
+    // The label also feeds the merchant's risk rate, once.
+    let redis =
+        fraudsense_actors::connect_redis(&p.env.settings.redis).await.unwrap_or_else(|e| panic!("{e}"));
+    let prefix = &p.env.settings.redis.key_prefix;
+    use fred::interfaces::SortedSetsInterface;
+    let labels: i64 = redis.zcard(format!("{prefix}merch:{{merchant-7}}:lab")).await.unwrap_or(-1);
+    let fraud: i64 = redis.zcard(format!("{prefix}merch:{{merchant-7}}:fraud")).await.unwrap_or(-1);
+    assert_eq!((labels, fraud), (1, 1));
     p.teardown().await;
 }
 
