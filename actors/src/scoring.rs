@@ -231,3 +231,166 @@ pub fn decide(model: &Model, rules: &RuleSet, tx: &Transaction, features: Option
         shadow: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::catalog::{BOOTSTRAP_MODEL, ModelPackage};
+    use chrono::Utc;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn model() -> Model {
+        static SHIPPED: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
+        SHIPPED
+            .get_or_init(|| {
+                serde_json::from_str::<ModelPackage>(BOOTSTRAP_MODEL)
+                    .map(|p| p.model)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .clone()
+    }
+
+    fn rules(doc: serde_json::Value) -> RuleSet {
+        RuleSet { version: "r".into(), config: RuleConfig::parse(&doc).unwrap_or_else(|e| panic!("{e:?}")) }
+    }
+
+    fn tx(account: &str, amount: &str) -> Transaction {
+        let body = json!({
+            "transaction_id": "t", "account_id": account, "merchant_id": "m", "amount": amount,
+            "currency": "EUR", "timestamp": "2026-01-01T12:00:00Z"
+        });
+        Transaction::parse(&body, Utc::now()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn ordinary() -> Features {
+        Features {
+            amount: 25.0,
+            tx_count_5m: 1,
+            tx_count_1h: 1,
+            tx_count_24h: 2,
+            tx_count_7d: 9,
+            amount_sum_1h: 25.0,
+            amount_sum_24h: 60.0,
+            amount_ratio_7d: Some(1.1),
+            seconds_since_prev: Some(20_000.0),
+            distance_km: Some(2.0),
+            speed_kmh: Some(0.4),
+            distinct_merchants_24h: 2,
+            hour_of_day: 12,
+            merchant_tx_count_1h: 3,
+            merchant_tx_count_24h: 40,
+            merchant_risk_rate: 0.02,
+            ..Features::default()
+        }
+    }
+
+    #[test]
+    fn an_ordinary_payment_is_low_and_the_model_decides() {
+        let d = decide(&model(), &rules(json!({})), &tx("a", "25"), Some(&ordinary()));
+        assert_eq!(d.risk_label, RiskLabel::Low, "{d:?}");
+        assert_eq!(Some(d.score), d.model.map(|m| m.probability));
+        assert!(d.reasons.is_empty(), "{:?}", d.reasons);
+        let total: f64 = d.contributions.values().sum();
+        assert!((total - d.model.map_or(-1.0, |m| m.anomaly)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rules_set_a_floor_and_lists_override() {
+        let m = model();
+        let high = decide(&m, &rules(json!({})), &tx("a", "20000"), Some(&ordinary()));
+        assert_eq!(high.risk_label, RiskLabel::High);
+        assert!(high.score >= 0.9 && high.reasons.iter().any(|r| r.code == "HIGH_AMOUNT"));
+        let deny = rules(json!({"lists": {"deny_accounts": ["bad"], "allow_accounts": ["bad", "vip"]}}));
+        let d = decide(&m, &deny, &tx("bad", "1"), Some(&ordinary()));
+        assert_eq!((d.score, d.risk_label), (1.0, RiskLabel::High), "deny wins over allow");
+        let d = decide(&m, &deny, &tx("vip", "20000"), Some(&ordinary()));
+        assert_eq!((d.score, d.risk_label), (0.0, RiskLabel::Low), "allow-listed, rules still reported");
+        assert!(d.reasons.iter().any(|r| r.code == "HIGH_AMOUNT"));
+    }
+
+    #[test]
+    fn impossible_travel_at_night_is_high_and_explained() {
+        let f = Features {
+            distance_km: Some(1500.0),
+            speed_kmh: Some(9000.0),
+            new_merchant: true,
+            night: true,
+            hour_of_day: 3,
+            ..ordinary()
+        };
+        let d = decide(&model(), &rules(json!({})), &tx("a", "900"), Some(&f));
+        let codes: Vec<&str> = d.reasons.iter().map(|r| r.code.as_str()).collect();
+        assert!(
+            codes.contains(&"IMPOSSIBLE_TRAVEL") && codes.contains(&"NEW_MERCHANT_AT_NIGHT"),
+            "{codes:?}"
+        );
+        assert_eq!(d.risk_label, RiskLabel::High);
+    }
+
+    #[test]
+    fn without_features_the_decision_is_degraded_and_rules_only() {
+        let d = decide(&model(), &rules(json!({})), &tx("a", "20000"), None);
+        assert!(d.degraded && d.model.is_none() && d.contributions.is_empty());
+        assert_eq!(d.risk_label, RiskLabel::High, "transaction-level rules still apply");
+        assert!(d.reasons.iter().any(|r| r.code == "FEATURES_UNAVAILABLE"));
+        let d = decide(&model(), &rules(json!({})), &tx("a", "20"), None);
+        assert_eq!((d.score, d.risk_label), (0.0, RiskLabel::Low));
+    }
+
+    #[test]
+    fn a_shadow_model_rides_along_without_changing_the_decision() {
+        let m = Arc::new(model());
+        let challenger = Arc::new(Model { version: "challenger".into(), ..(*m).clone() });
+        let live = Engine { rules: Arc::new(rules(json!({}))), model: m.clone(), shadow: None };
+        let both = Engine { shadow: Some(challenger), ..live.clone() };
+        let (a, b) =
+            (live.decide(&tx("a", "30"), Some(&ordinary())), both.decide(&tx("a", "30"), Some(&ordinary())));
+        assert_eq!(b.shadow.as_ref().map(|s| s.model_version.as_str()), Some("challenger"));
+        assert_eq!(Decision { shadow: None, ..b }, a);
+        assert!(both.decide(&tx("a", "30"), None).shadow.is_none(), "no features, no shadow verdict");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Whatever the features, the decision is a probability bucketed by the thresholds,
+        /// and the contributions explain the anomaly score.
+        #[test]
+        fn decisions_are_bounded_and_consistent(
+            amount in 0.01f64..1e7,
+            counts in proptest::array::uniform4(0u64..500),
+            seconds in proptest::option::of(0.0f64..1e6),
+            km in proptest::option::of(0.0f64..20_000.0),
+            hour in 0u32..24,
+            flags in proptest::array::uniform3(any::<bool>()),
+            risk in 0.0f64..1.0,
+        ) {
+            let features = Features {
+                amount,
+                tx_count_5m: counts[0],
+                tx_count_1h: counts[1],
+                tx_count_24h: counts[2],
+                tx_count_7d: counts[3],
+                amount_sum_24h: amount * counts[2] as f64,
+                amount_ratio_7d: Some(amount / 30.0),
+                seconds_since_prev: seconds,
+                distance_km: km,
+                speed_kmh: km.zip(seconds).map(|(k, s)| k / (s.max(60.0) / 3600.0)),
+                hour_of_day: hour,
+                new_merchant: flags[0],
+                night: flags[1],
+                weekend: flags[2],
+                merchant_risk_rate: risk,
+                ..Features::default()
+            };
+            let set = rules(json!({}));
+            let d = decide(&model(), &set, &tx("a", &format!("{amount:.2}")), Some(&features));
+            prop_assert!((0.0..=1.0).contains(&d.score));
+            prop_assert_eq!(d.risk_label, set.config.label(d.score));
+            let m = d.model.unwrap_or(crate::model::ModelScore { anomaly: -1.0, supervised: None, probability: -1.0 });
+            prop_assert!(d.score >= m.probability - 1e-12, "rules only ever raise the model's risk");
+            let total: f64 = d.contributions.values().sum();
+            prop_assert!((total - m.anomaly).abs() < 1e-9);
+        }
+    }
+}
