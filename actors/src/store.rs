@@ -29,6 +29,9 @@ pub enum StoreError {
     /// A statement failed.
     #[error("database statement failed: {0}")]
     Statement(#[from] tokio_postgres::Error),
+    /// The change would break an invariant (e.g. leave no model active); nothing changed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// A stored rule set or model cannot be used by this build.
     #[error("stored value unusable: {0}")]
     Corrupt(String),
@@ -54,7 +57,10 @@ impl StoreError {
                     || code.starts_with("57P")
                     || matches!(code, "40001" | "40P01" | "53300")
             }),
-            StoreError::Config(_) | StoreError::Encode { .. } | StoreError::Corrupt(_) => false,
+            StoreError::Config(_)
+            | StoreError::Encode { .. }
+            | StoreError::Corrupt(_)
+            | StoreError::Refused(_) => false,
         }
     }
 }

@@ -13,10 +13,21 @@ use fraudsense_actors::transaction::FieldError;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::problem::ApiError;
+use crate::{MAX_BODY_BYTES, problem::ApiError};
 
-/// Checks the media type and limit, then parses the body as strict JSON.
+/// Checks the media type and the default limit ([`MAX_BODY_BYTES`]), then parses the body
+/// as strict JSON.
 pub fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    json_body_within(headers, body, MAX_BODY_BYTES)
+}
+
+/// [`json_body`] for a route that raised the body limit to `limit` bytes (with its own
+/// `DefaultBodyLimit`), so that a `413` names the limit that applies.
+pub fn json_body_within(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Value, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -26,7 +37,7 @@ pub fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Re
         return Err(ApiError::UnsupportedMediaType);
     }
     let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit },
         _ => ApiError::BadRequest(rejection.body_text()),
     })?;
     parse_strict(&body)

@@ -1,8 +1,9 @@
 //! # FraudSense api
 //!
-//! The HTTP edge: validates payments, publishes them durably to RabbitMQ and answers
-//! queries from PostgreSQL. [`Application::build`] assembles it from [`Settings`]; the
-//! binary and the tests start it the same way.
+//! The HTTP edge: validates payments, publishes them durably to RabbitMQ, answers
+//! queries from PostgreSQL and administers rule sets and model versions.
+//! [`Application::build`] assembles it from [`Settings`]; the binary and the tests start it
+//! the same way.
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -28,6 +29,7 @@ pub mod routes;
 pub mod state;
 
 use publisher::Publisher;
+use routes::admin;
 use state::AppState;
 
 /// Largest accepted request body.
@@ -42,13 +44,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to PostgreSQL, Redis and RabbitMQ, migrates if configured, declares the
-    /// broker topology and binds the listener.
+    /// Connects to PostgreSQL, Redis and RabbitMQ, migrates if configured (then installs and
+    /// activates the shipped bootstrap model if no model is active), declares the broker
+    /// topology and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         fraudsense_actors::telemetry::metrics();
         let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
+            store::catalog::ensure_active_model(&pool).await.context("installing the bootstrap model")?;
         }
         let redis = fraudsense_actors::connect_redis(&settings.redis).await.context("connecting to Redis")?;
         let topology = Topology::from_settings(&settings.amqp);
@@ -110,6 +114,17 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .route("/transactions/{transaction_id}", get(routes::transactions::get))
         .route("/transactions/{transaction_id}/label", post(routes::transactions::label))
         .route("/accounts/{account_id}", get(routes::accounts::get))
+        .route(
+            "/admin/rules",
+            get(admin::rule_sets)
+                .post(admin::create_rule_set)
+                .layer(DefaultBodyLimit::max(admin::MAX_RULES_BODY_BYTES)),
+        )
+        .route("/admin/rules/active", get(admin::active_rule_set))
+        .route("/admin/rules/{version}/activate", post(admin::activate_rule_set))
+        .route("/admin/models", get(admin::models))
+        .route("/admin/models/{version}", get(admin::model))
+        .route("/admin/models/{version}/{action}", post(admin::change_model))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(|| async { fraudsense_actors::telemetry::metrics().render() }))
         .route("/health", get(routes::health::health))

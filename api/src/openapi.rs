@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use fraudsense_actors::{
     features::{AccountState, Location, WindowState},
     labels::{Label, LabelValue},
+    rules::RuleConfig,
+    store::catalog::{ModelRecord, ModelStatus, RuleSetRecord},
     transaction::{FieldError, iso},
 };
 use serde::{Deserialize, Serialize};
@@ -20,7 +22,7 @@ use crate::problem::Problem;
 #[openapi(
     info(
         title = "FraudSense",
-        description = "Real-time fraud detection: submit payments, read decisions with their explanations, label outcomes.",
+        description = "Real-time fraud detection: submit payments, read decisions with their explanations, label outcomes, manage rule sets and model versions.",
         license(name = "MIT")
     ),
     paths(
@@ -28,18 +30,28 @@ use crate::problem::Problem;
         crate::routes::transactions::get,
         crate::routes::transactions::label,
         crate::routes::accounts::get,
+        crate::routes::admin::rule_sets,
+        crate::routes::admin::active_rule_set,
+        crate::routes::admin::create_rule_set,
+        crate::routes::admin::activate_rule_set,
+        crate::routes::admin::models,
+        crate::routes::admin::model,
+        crate::routes::admin::change_model,
         crate::routes::health::health,
         crate::routes::health::ready,
     ),
     components(schemas(
         TransactionRequest, Accepted, TransactionView, ScoreView, ReasonView, AlertView, LabelRequest,
         Problem, FieldError, AccountState, WindowState, Location, Label, LabelValue, Health, Readiness,
+        RuleSetRequest, RuleSetRecord, RuleConfig, ModelRecord, ModelStatus,
     )),
     tags(
         (name = "transactions", description = "Ingest and decisions"),
         (name = "labels", description = "Ground truth for supervised training"),
         (name = "accounts", description = "Live per-account window state"),
         (name = "operations", description = "Health and readiness"),
+        (name = "admin", description = "Rule sets and model versions. Workers pick up a change within \
+            `ENGINE_REFRESH_MS` (they poll the active versions). These routes will require the admin role."),
     )
 )]
 pub struct ApiDoc;
@@ -248,6 +260,20 @@ pub struct LabelRequest {
     /// Free text for the audit trail (at most 1000 characters).
     #[schema(max_length = 1000)]
     pub note: Option<String>,
+}
+
+/// A new version of the rules. Unknown fields and duplicate keys are rejected.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSetRequest {
+    /// The rules document: every section and field is optional and takes its default
+    /// (`{}` is the default rule set); unknown fields are rejected at any depth.
+    pub rules: RuleConfig,
+    /// Why this version exists (at most 1000 characters).
+    #[schema(max_length = 1000)]
+    pub note: Option<String>,
+    /// Make it the active rule set at once (default `true`); `false` only stores it.
+    pub activate: Option<bool>,
 }
 
 /// Liveness.

@@ -40,9 +40,12 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("unsupported media type")]
     UnsupportedMediaType,
-    /// The body exceeds the limit.
+    /// The body exceeds the route's limit (in bytes).
     #[error("payload too large")]
-    PayloadTooLarge,
+    PayloadTooLarge {
+        /// The limit it exceeds.
+        limit: usize,
+    },
     /// The request contradicts what is already recorded (same id, different content).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -76,14 +79,12 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ApiError::Validation(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid transaction")
-            }
+            ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Malformed request"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
             }
-            ApiError::PayloadTooLarge => {
+            ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
@@ -106,7 +107,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(why) => why.clone(),
             ApiError::UnsupportedMediaType => "send the body as application/json".into(),
-            ApiError::PayloadTooLarge => "the body exceeds the 64 KiB limit".into(),
+            ApiError::PayloadTooLarge { limit } => format!("the body exceeds the {} limit", size(*limit)),
             ApiError::NotFound(what) => format!("{what} not found"),
             ApiError::Conflict(why) => why.clone(),
             ApiError::RateLimited(rate) => format!(
@@ -145,6 +146,16 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// A byte count as people write limits: `64 KiB`, `8 MiB`.
+fn size(bytes: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes / 1024)
     }
 }
 

@@ -103,6 +103,14 @@ pub async fn rule_sets(pool: &Pool) -> Result<Vec<RuleSetRecord>, StoreError> {
     rows.iter().map(rule_set_record).collect()
 }
 
+/// The active rule set with its history fields, if any.
+pub async fn active_rule_set(pool: &Pool) -> Result<Option<RuleSetRecord>, StoreError> {
+    let client = pool.get().await?;
+    let row =
+        client.query_opt(&format!("SELECT {RULE_SET_COLUMNS} FROM rule_sets WHERE active"), &[]).await?;
+    row.as_ref().map(rule_set_record).transpose()
+}
+
 /// One rule set, ready to score with.
 pub async fn rule_set(pool: &Pool, version: &str) -> Result<Option<RuleSet>, StoreError> {
     let client = pool.get().await?;
@@ -317,8 +325,16 @@ pub async fn set_model_status(
 ) -> Result<Option<ModelRecord>, StoreError> {
     let mut client = pool.get().await?;
     let db = client.transaction().await?;
-    if db.query_opt("SELECT 1 FROM models WHERE version = $1 FOR UPDATE", &[&version]).await?.is_none() {
+    let Some(current) =
+        db.query_opt("SELECT status FROM models WHERE version = $1 FOR UPDATE", &[&version]).await?
+    else {
         return Ok(None);
+    };
+    // Checked under the row lock, so no concurrent change can slip between check and update.
+    if current.get::<_, &str>(0) == "active" && status != ModelStatus::Active {
+        return Err(StoreError::Refused(format!(
+            "model {version} is the active model; activate another version instead (that retires this one)"
+        )));
     }
     if matches!(status, ModelStatus::Active | ModelStatus::Shadow) {
         db.execute(

@@ -1,6 +1,7 @@
 //! Integration tests of the api against the real PostgreSQL, Redis and RabbitMQ.
 //! Each test has its own database, broker names and Redis prefix (see `TestEnv`).
 
+mod admin;
 mod health;
 mod helpers;
 mod idempotency;
