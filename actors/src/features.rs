@@ -13,7 +13,9 @@
 //! concurrently on the one multiplexed connection, so they share a round trip. A
 //! redelivered transaction re-adds the same member, so it is never counted twice; windows
 //! end at the transaction's own timestamp, so replaying history yields the same features as
-//! live traffic, and a late (out-of-order) transaction sees exactly the earlier ones.
+//! live traffic, and a late (out-of-order) transaction sees exactly the earlier ones that
+//! are still within the retention (7 days per account, 24 h per merchant, counted from the
+//! newest event seen).
 //! Entries older than the longest window are trimmed and every key has a TTL, so memory is
 //! bounded by the traffic of one window. The merchant risk rate only counts labels that
 //! arrived at least `MERCHANT_LABEL_DELAY_SECS` before the transaction: point-in-time
@@ -45,16 +47,26 @@ pub const RETENTION_MS: i64 = WINDOWS[WINDOWS.len() - 1].1;
 
 /// Shared by the account scripts: the members of the window of `len` ms ending at `at`
 /// (inclusive), and their count and sum (4-decimal string: Redis would truncate a Lua float).
+/// Hash reads and deletes go in chunks: Lua's `unpack` fails beyond about 8000 values,
+/// and a busy account can hold more than that in 7 days.
 const WINDOW_FN_LUA: &str = r"
+local function chunked(cmd, hash, keys)
+  local out = {}
+  for i = 1, #keys, 1000 do
+    local part = redis.call(cmd, hash, unpack(keys, i, math.min(i + 999, #keys)))
+    if type(part) == 'table' then
+      for j = 1, #part do out[#out + 1] = part[j] end
+    end
+  end
+  return out
+end
 local function members(tx, at, len)
   return redis.call('ZRANGEBYSCORE', tx, '(' .. (at - len), at)
 end
 local function window(tx, amt, at, len)
   local m = members(tx, at, len)
   local sum = 0
-  if #m > 0 then
-    for _, a in ipairs(redis.call('HMGET', amt, unpack(m))) do sum = sum + (tonumber(a) or 0) end
-  end
+  for _, a in ipairs(chunked('HMGET', amt, m)) do sum = sum + (tonumber(a) or 0) end
   return #m, string.format('%.4f', sum)
 end
 ";
@@ -73,7 +85,7 @@ redis.call('HSET', mer, member, merchant)
 if lat ~= '' then redis.call('HSET', geo, member, lat .. ',' .. lon) end
 local old = redis.call('ZRANGEBYSCORE', tx, '-inf', '(' .. (ts - retention))
 if #old > 0 then
-  for _, h in ipairs({amt, geo, mer}) do redis.call('HDEL', h, unpack(old)) end
+  for _, h in ipairs({amt, geo, mer}) do chunked('HDEL', h, old) end
   redis.call('ZREMRANGEBYSCORE', tx, '-inf', '(' .. (ts - retention))
 end
 local last_ts = tonumber(redis.call('HGET', last, 'ts'))
@@ -92,19 +104,15 @@ out[#out + 1] = prev[2] or '-1'
 out[#out + 1] = (prev[1] and redis.call('HGET', geo, prev[1])) or ''
 local day = members(tx, ts, 86400000)
 local distinct, n = {}, 0
-if #day > 0 then
-  for _, m in ipairs(redis.call('HMGET', mer, unpack(day))) do
-    if m and not distinct[m] then distinct[m] = true; n = n + 1 end
-  end
+for _, m in ipairs(chunked('HMGET', mer, day)) do
+  if m and not distinct[m] then distinct[m] = true; n = n + 1 end
 end
 out[#out + 1] = n
 local seen = 0
 local week = members(tx, ts, retention)
-if #week > 0 then
-  local names = redis.call('HMGET', mer, unpack(week))
-  for i, m in ipairs(week) do
-    if m ~= member and names[i] == merchant then seen = 1; break end
-  end
+local names = chunked('HMGET', mer, week)
+for i, m in ipairs(week) do
+  if m ~= member and names[i] == merchant then seen = 1; break end
 end
 out[#out + 1] = 1 - seen
 return out
@@ -129,14 +137,14 @@ return {
 ";
 
 /// Records a label on a merchant's transaction. ARGV: labelled-at time, id, fraud (1/0),
-/// trim-before time, TTL.
+/// trim-before time ('' keeps everything), TTL.
 const LABEL_LUA: &str = r"
 local lab, fraud = KEYS[1], KEYS[2]
 local at, member, is_fraud, trim, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 redis.call('ZADD', lab, 'NX', at, member)
 if is_fraud == '1' then redis.call('ZADD', fraud, 'NX', at, member) end
 for _, k in ipairs({lab, fraud}) do
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. trim)
+  if trim ~= '' then redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. trim) end
   redis.call('PEXPIRE', k, ttl)
 end
 return 1
@@ -567,13 +575,36 @@ impl WindowStore {
         fraud: bool,
         labeled_at: DateTime<Utc>,
     ) -> Result<(), RedisError> {
+        self.add_label(merchant_id, transaction_id, fraud, labeled_at, true).await
+    }
+
+    /// Like [`Self::record_label`] but never trims older labels: for rebuilding history
+    /// (training, replay) where labels arrive far ahead of the transactions being replayed.
+    pub async fn record_past_label(
+        &self,
+        merchant_id: &str,
+        transaction_id: &str,
+        fraud: bool,
+        labeled_at: DateTime<Utc>,
+    ) -> Result<(), RedisError> {
+        self.add_label(merchant_id, transaction_id, fraud, labeled_at, false).await
+    }
+
+    async fn add_label(
+        &self,
+        merchant_id: &str,
+        transaction_id: &str,
+        fraud: bool,
+        labeled_at: DateTime<Utc>,
+        trim: bool,
+    ) -> Result<(), RedisError> {
         let at = labeled_at.timestamp_millis();
         let keep = (self.settings.label_window + self.settings.label_delay).as_millis() as i64;
         let args = vec![
             at.to_string(),
             transaction_id.to_owned(),
             if fraud { "1" } else { "0" }.to_owned(),
-            (at - keep).to_string(),
+            if trim { (at - keep).to_string() } else { String::new() },
             keep.to_string(),
         ];
         let keys = self.merchant_keys(merchant_id)[1..].to_vec();

@@ -359,12 +359,18 @@ impl Metrics {
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         let k = (n / 100).max(10).min(n);
         let hits_at_k = order[..k].iter().filter(|&&i| labels[i]).count();
-        let (mut hits, mut ap) = (0usize, 0.0);
-        for (rank, &i) in order.iter().enumerate() {
-            if labels[i] {
-                hits += 1;
-                ap += hits as f64 / (rank + 1) as f64;
+        // Σ (recall step) × precision over distinct score thresholds: tied scores form one
+        // threshold, so the result does not depend on the order of ties.
+        let (mut hits, mut ap, mut start) = (0usize, 0.0, 0usize);
+        while start < n {
+            let mut end = start;
+            while end < n && scores[order[end]] == scores[order[start]] {
+                end += 1;
             }
+            let new = order[start..end].iter().filter(|&&i| labels[i]).count();
+            hits += new;
+            ap += new as f64 * hits as f64 / end as f64;
+            start = end;
         }
         let brier = if n == 0 {
             0.0
@@ -472,5 +478,9 @@ mod tests {
         assert_eq!(m.auc_roc, 0.75);
         assert!((m.average_precision - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
         assert_eq!((m.k, m.precision_at_k), (4, 0.5));
+        // Ties are one threshold, whatever their order.
+        let a = Metrics::compute(&[0.5, 0.5, 0.1], &[true, false, false]);
+        let b = Metrics::compute(&[0.5, 0.5, 0.1], &[false, true, false]);
+        assert_eq!((a.average_precision, b.average_precision), (0.5, 0.5));
     }
 }

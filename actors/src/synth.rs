@@ -32,6 +32,8 @@ const HOUR: i64 = 3_600;
 /// 2026-09-01T00:00:00Z, the default start of the history.
 const DEFAULT_START_SECS: i64 = 1_788_220_800;
 /// Label delay of a genuine transaction: no dispute arrived within this time.
+/// Seconds after which every label of a transaction is known (genuine ones arrive last).
+pub const LABEL_MATURITY_SECS: i64 = GENUINE_LABEL_DELAY;
 const GENUINE_LABEL_DELAY: i64 = 10 * DAY;
 /// Cruising speed used to time flights, km/h (plus an hour on the ground).
 const FLIGHT_KMH: f64 = 800.0;

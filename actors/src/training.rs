@@ -54,7 +54,9 @@ pub async fn record_labels(
 ) -> Result<(), fred::error::Error> {
     labels.sort_by_key(|l| l.labeled_at);
     stream::iter(
-        labels.iter().map(|l| windows.record_label(&l.merchant_id, &l.transaction_id, l.fraud, l.labeled_at)),
+        labels
+            .iter()
+            .map(|l| windows.record_past_label(&l.merchant_id, &l.transaction_id, l.fraud, l.labeled_at)),
     )
     .buffered(IN_FLIGHT)
     .try_collect::<Vec<()>>()
@@ -94,6 +96,8 @@ pub struct Row {
     pub features: Features,
     /// Its label, if known.
     pub fraud: Option<bool>,
+    /// When the label became known.
+    pub labeled_at: Option<DateTime<Utc>>,
     /// Which fraud scenario it belongs to (generated data only).
     pub scenario: Option<Scenario>,
 }
@@ -102,6 +106,13 @@ impl Row {
     /// The model example of this row.
     pub fn example(&self) -> Example {
         Example { x: self.features.vector(), fraud: self.fraud }
+    }
+
+    /// The model example as it looked at `at`: a label that arrived later is unknown, so
+    /// training at `at` cannot learn from the future.
+    pub fn example_at(&self, at: DateTime<Utc>) -> Example {
+        let known = self.labeled_at.is_some_and(|l| l < at);
+        Example { x: self.features.vector(), fraud: self.fraud.filter(|_| known) }
     }
 }
 
@@ -129,6 +140,7 @@ pub async fn synthetic_rows(
             transaction: s.transaction.clone(),
             features,
             fraud: Some(s.fraud),
+            labeled_at: Some(s.labeled_at),
             scenario: s.scenario,
         })
         .collect())

@@ -174,3 +174,30 @@ async fn time_of_day_is_local_solar_time() {
     assert_eq!((f.hour_of_day, f.night, f.weekend), (18, false, false));
     env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
 }
+
+#[tokio::test]
+async fn a_very_busy_account_is_still_scored() {
+    let (env, store) = store().await;
+    // 9000 payments in the week before: more than Lua can `unpack` at once.
+    use fred::interfaces::{HashesInterface, SortedSetsInterface};
+    let redis = fraudsense_actors::connect_redis(&env.settings.redis).await.unwrap_or_else(|e| panic!("{e}"));
+    let keys = store.account_keys("acc-busy");
+    let base: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().unwrap_or_default();
+    let members: Vec<(f64, String)> =
+        (0..9000).map(|i| ((base.timestamp_millis() + i * 60_000) as f64, format!("b{i}"))).collect();
+    let _: i64 = redis
+        .zadd(&keys[0], None, None, false, false, members.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let amounts: Vec<(String, String)> = members.iter().map(|(_, id)| (id.clone(), "1".to_owned())).collect();
+    let _: i64 = redis.hset(&keys[1], amounts).await.unwrap_or_else(|e| panic!("{e}"));
+    let merchants: Vec<(String, String)> =
+        members.iter().map(|(_, id)| (id.clone(), "m-usual".to_owned())).collect();
+    let _: i64 = redis.hset(&keys[4], merchants).await.unwrap_or_else(|e| panic!("{e}"));
+    let f = observe(&store, &at("b-new", "acc-busy", "m-usual", "5", "2026-11-07T06:00:00Z", MADRID)).await;
+    assert_eq!(f.tx_count_7d, 9001);
+    assert_eq!(f.amount_sum_7d, 9005.0);
+    assert!(!f.new_merchant);
+    assert_eq!(f.distinct_merchants_24h, 1);
+    env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
+}

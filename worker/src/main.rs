@@ -7,7 +7,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use fraudsense_actors::{
-    Settings, iforest, signal::shutdown_signal, store::catalog::ModelStatus, synth::SynthConfig, telemetry,
+    Settings, iforest, model::FitParams, signal::shutdown_signal, store::catalog::ModelStatus,
+    synth::SynthConfig, telemetry,
 };
 use fraudsense_worker::{
     Node, dlq,
@@ -46,7 +47,7 @@ enum Command {
         /// The version (default: the active model).
         #[arg(long)]
         version: Option<String>,
-        /// Evaluate on stored labelled decisions of the last `--days` instead of generated data.
+        /// Evaluate on stored labelled decisions of the last `--label-days` instead of generated data.
         #[arg(long)]
         from_labels: bool,
         /// Days of stored decisions (with `--from-labels`).
@@ -123,11 +124,13 @@ struct TrainArgs {
     /// Version tag (default: derived from the source and the time).
     #[arg(long)]
     version: Option<String>,
-    /// Also write the model package (artifact, training facts, metrics) to this file.
-    #[arg(long)]
+    /// Also write the model package (artifact, training facts, metrics) to this file
+    /// (generated data only).
+    #[arg(long, conflicts_with = "from_labels")]
     output: Option<PathBuf>,
-    /// Do not store the model in PostgreSQL (with `--output`: produce a file only).
-    #[arg(long)]
+    /// Do not store the model in PostgreSQL (with `--output`: produce a file only; generated
+    /// data only).
+    #[arg(long, conflicts_with = "from_labels")]
     no_store: bool,
     /// Trees of the Isolation Forest.
     #[arg(long, default_value_t = 100)]
@@ -198,12 +201,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Train(args) => {
             telemetry::init("worker", settings.log_format);
             loop {
+                let params = FitParams {
+                    forest: iforest::Params {
+                        trees: args.trees,
+                        sample_size: args.sample_size,
+                        ..iforest::Params::default()
+                    },
+                    min_labels: args.min_labels,
+                    min_fraud: args.min_fraud,
+                    ..FitParams::default()
+                };
                 let report = if args.from_labels {
                     let options = LabelOptions {
                         days: args.label_days,
                         eval_days: args.eval_days,
-                        min_labels: args.min_labels,
-                        min_fraud: args.min_fraud,
+                        params,
                         version: args.version.clone(),
                         activate: args.activate,
                     };
@@ -211,11 +223,7 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     let options = SyntheticOptions {
                         data: args.data.config(),
-                        forest: iforest::Params {
-                            trees: args.trees,
-                            sample_size: args.sample_size,
-                            ..iforest::Params::default()
-                        },
+                        params,
                         version: args.version.clone(),
                         output: args.output.clone(),
                         store: !args.no_store,

@@ -12,7 +12,6 @@ use deadpool_postgres::Pool;
 use fraudsense_actors::{
     Settings, connect_redis,
     features::{Features, RETENTION_MS, WindowStore},
-    iforest,
     model::{Example, FitParams, Model, ModelError},
     scoring::{RuleSet, decide},
     store::{
@@ -42,8 +41,8 @@ pub enum Activate {
 pub struct SyntheticOptions {
     /// The generated history.
     pub data: SynthConfig,
-    /// Isolation Forest parameters.
-    pub forest: iforest::Params,
+    /// Model parameters (forest size, regularisation, labels required).
+    pub params: FitParams,
     /// Version tag (default: `synthetic-<seed>-<time>`).
     pub version: Option<String>,
     /// Also write the model, its training facts and metrics to this file.
@@ -61,10 +60,9 @@ pub struct LabelOptions {
     pub days: u32,
     /// The most recent days, held out for evaluation.
     pub eval_days: u32,
-    /// Labelled rows required for a supervised part (fewer: only the forest is refit).
-    pub min_labels: usize,
-    /// Fraud labels required among them.
-    pub min_fraud: usize,
+    /// Model parameters; with fewer labels than `params.min_labels` / `min_fraud` only the
+    /// forest is refit.
+    pub params: FitParams,
     /// Version tag (default: `labels-<time>`).
     pub version: Option<String>,
     /// When to activate it.
@@ -103,10 +101,28 @@ async fn synthetic_rows(settings: &Settings, data: &SynthConfig) -> anyhow::Resu
     rows.context("computing features of the generated history")
 }
 
-/// The three periods of a generated history: train 60 %, calibrate 15 %, test 25 %.
-fn synthetic_split(data: &SynthConfig) -> (DateTime<Utc>, DateTime<Utc>) {
-    let span = data.end() - data.start;
-    (data.start + span * 60 / 100, data.start + span * 75 / 100)
+/// The periods of a generated history, as if training ran at `test_from` (75 % of the
+/// way): only transactions older than the label maturity have all their labels by then, so
+/// the supervised parts learn from `[start, mature_until)` — train on its first 80 %,
+/// calibrate on the rest — the forest also sees the unlabelled `[mature_until, test_from)`,
+/// and evaluation is on `[test_from, end)` with the labels as they eventually arrived.
+#[derive(Debug, Clone, Copy)]
+struct SyntheticSplit {
+    calibrate_from: DateTime<Utc>,
+    mature_until: DateTime<Utc>,
+    test_from: DateTime<Utc>,
+}
+
+fn synthetic_split(data: &SynthConfig) -> SyntheticSplit {
+    let test_from = data.start + (data.end() - data.start) * 75 / 100;
+    let mature_until = (test_from - Duration::seconds(synth::LABEL_MATURITY_SECS)).max(data.start);
+    let calibrate_from = data.start + (mature_until - data.start) * 80 / 100;
+    SyntheticSplit { calibrate_from, mature_until, test_from }
+}
+
+/// Examples as known at `at`: labels that arrived later are unknown.
+fn examples_at(rows: &[Row], at: DateTime<Utc>) -> Vec<Example> {
+    rows.iter().map(|r| r.example_at(at)).collect()
 }
 
 fn examples(rows: &[Row]) -> Vec<Example> {
@@ -119,15 +135,25 @@ pub async fn train_synthetic(settings: &Settings, options: &SyntheticOptions) ->
     let started = std::time::Instant::now();
     let rows = synthetic_rows(settings, &options.data).await?;
     let feature_secs = started.elapsed().as_secs_f64();
-    let (calibrate_from, test_from) = synthetic_split(&options.data);
-    let [train, calibrate, test] = training::split_at(&rows, calibrate_from, test_from);
+    let split = synthetic_split(&options.data);
+    let [train, calibrate, _] = training::split_at(&rows, split.calibrate_from, split.mature_until);
+    let [_, recent, test] = training::split_at(&rows, split.mature_until, split.test_from);
     let version = options
         .version
         .clone()
         .unwrap_or_else(|| format!("synthetic-{}-{}", options.data.seed, Utc::now().format("%Y%m%d%H%M%S")));
-    let params = FitParams { forest: options.forest, ..FitParams::default() };
-    let model = Model::fit(&version, &examples(train), &examples(calibrate), params)?;
-    let rules = training::default_rules();
+    let params = options.params;
+    let known = |set: &[Row]| examples_at(set, split.test_from);
+    let forest_rows: Vec<Example> = known(train)
+        .into_iter()
+        .chain(known(recent).into_iter().map(|e| Example { fraud: None, ..e }))
+        .collect();
+    let model = Model::fit(&version, &forest_rows, &known(calibrate), params)?;
+    let pool = if options.store { Some(pool(settings).await?) } else { None };
+    let rules = match &pool {
+        Some(pool) => active_rules(pool).await?,
+        None => training::default_rules(),
+    };
     let evaluation = training::evaluate(&model, &rules, test);
     let training_facts = json!({
         "source": "synthetic",
@@ -136,21 +162,24 @@ pub async fn train_synthetic(settings: &Settings, options: &SyntheticOptions) ->
         "merchants": options.data.merchants,
         "days": options.data.days,
         "start": options.data.start,
-        "rows": {"train": train.len(), "calibrate": calibrate.len(), "test": test.len()},
-        "calibrate_from": calibrate_from,
-        "test_from": test_from,
+        "rows": {"train": train.len(), "calibrate": calibrate.len(), "unlabelled": recent.len(), "test": test.len()},
+        "calibrate_from": split.calibrate_from,
+        "labels_mature_until": split.mature_until,
+        "test_from": split.test_from,
         "params": params,
     });
     let mut report = format!(
         "generated {} transactions ({} fraud) over {} days; features through Redis in {feature_secs:.1} s\n\
-         train {} / calibrate {} / test {} (from {})\n\n{}",
+         train {} / calibrate {} (labels known at {}) / forest-only {} / test {} (from {})\n\n{}",
         rows.len(),
         rows.iter().filter(|r| r.fraud == Some(true)).count(),
         options.data.days,
         train.len(),
         calibrate.len(),
+        split.test_from.format("%Y-%m-%d"),
+        recent.len(),
         test.len(),
-        test_from.format("%Y-%m-%d"),
+        split.test_from.format("%Y-%m-%d"),
         evaluation.report()
     );
     let metrics = json!({ "evaluation": evaluation });
@@ -161,22 +190,19 @@ pub async fn train_synthetic(settings: &Settings, options: &SyntheticOptions) ->
             .with_context(|| format!("writing {}", path.display()))?;
         report.push_str(&format!("\nwrote {}\n", path.display()));
     }
-    if options.store {
-        let pool = pool(settings).await?;
-        let active = active_model(&pool).await?;
+    if let Some(pool) = &pool {
+        let active = active_model(pool).await?;
         let baseline = active.as_ref().map(|m| training::evaluate(m, &rules, test));
-        report.push_str(
-            &store_and_activate(
-                &pool,
-                &model,
-                &training_facts,
-                &metrics,
-                &evaluation,
-                baseline,
-                options.activate,
-            )
-            .await?,
+        let outcome = store_and_activate(
+            pool,
+            &model,
+            &training_facts,
+            &metrics,
+            &evaluation,
+            baseline,
+            options.activate,
         );
+        report.push_str(&outcome.await?);
     }
     Ok(report)
 }
@@ -186,6 +212,13 @@ async fn pool(settings: &Settings) -> anyhow::Result<Pool> {
     store::migrate(&pool).await.context("applying migrations")?;
     catalog::ensure_active_model(&pool).await.context("installing the bootstrap model")?;
     Ok(pool)
+}
+
+async fn active_rules(pool: &Pool) -> anyhow::Result<RuleSet> {
+    Ok(match catalog::active_versions(pool).await?.rules {
+        Some(v) => catalog::rule_set(pool, &v).await?.unwrap_or_else(training::default_rules),
+        None => training::default_rules(),
+    })
 }
 
 async fn active_model(pool: &Pool) -> anyhow::Result<Option<Model>> {
@@ -210,7 +243,9 @@ async fn store_and_activate(
     if let (Some(b), Some(m)) = (&baseline, metrics.as_object_mut()) {
         m.insert("baseline".into(), json!(b));
     }
-    catalog::save_model(pool, model, training_facts, &metrics).await?;
+    if !catalog::save_model(pool, model, training_facts, &metrics).await? {
+        bail!("model version {} already exists: choose another --version", model.version);
+    }
     let mut out = format!("\nstored model {} as a candidate\n", model.version);
     let beats = match &baseline {
         Some(b) => {
@@ -238,7 +273,13 @@ async fn stored_rows(pool: &Pool, from: DateTime<Utc>, to: DateTime<Utc>) -> any
         .await?
         .into_iter()
         .filter(|d| !d.degraded)
-        .map(|d| Row { transaction: d.transaction, features: d.features, fraud: d.fraud, scenario: None })
+        .map(|d| Row {
+            transaction: d.transaction,
+            features: d.features,
+            fraud: d.fraud,
+            labeled_at: d.labeled_at,
+            scenario: None,
+        })
         .collect())
 }
 
@@ -261,8 +302,7 @@ pub async fn train_from_labels(settings: &Settings, options: &LabelOptions) -> a
     let calibrate_from = first + (eval_from.max(first) - first) * 80 / 100;
     let [train, calibrate, eval] = training::split_at(&rows, calibrate_from, eval_from);
     let version = options.version.clone().unwrap_or_else(|| format!("labels-{}", now.format("%Y%m%d%H%M%S")));
-    let params =
-        FitParams { min_labels: options.min_labels, min_fraud: options.min_fraud, ..FitParams::default() };
+    let params = options.params;
     let active = active_model(&pool).await?.context("no active model")?;
     let labelled = rows.iter().filter(|r| r.fraud.is_some()).count();
     let (model, kind) = match Model::fit(&version, &examples(train), &examples(calibrate), params) {
@@ -273,10 +313,7 @@ pub async fn train_from_labels(settings: &Settings, options: &LabelOptions) -> a
         }
         Err(e) => return Err(e.into()),
     };
-    let rules = match catalog::active_versions(&pool).await?.rules {
-        Some(v) => catalog::rule_set(&pool, &v).await?.unwrap_or_else(training::default_rules),
-        None => training::default_rules(),
-    };
+    let rules = active_rules(&pool).await?;
     let evaluation = training::evaluate(&model, &rules, eval);
     let baseline = training::evaluate(&active, &rules, eval);
     let facts = json!({
@@ -316,14 +353,11 @@ pub async fn evaluate(
     let version =
         version.map(str::to_owned).or(versions.model).context("no model version given or active")?;
     let model = catalog::model(&pool, &version).await?.with_context(|| format!("no model {version}"))?;
-    let rules = match &versions.rules {
-        Some(v) => catalog::rule_set(&pool, v).await?.unwrap_or_else(training::default_rules),
-        None => training::default_rules(),
-    };
+    let rules = active_rules(&pool).await?;
     let mut report = match data {
         Some(data) => {
             let rows = synthetic_rows(settings, data).await?;
-            let (_, test_from) = synthetic_split(data);
+            let test_from = synthetic_split(data).test_from;
             let [_, _, test] = training::split_at(&rows, test_from, test_from);
             format!(
                 "generated data (seed {}), last {} %\n\n{}",

@@ -1,7 +1,12 @@
 //! The model that ships in the binary is exactly what `fraudsense-worker train` produces
 //! from the generated history with the documented command, and it is a model worth shipping.
 
-use fraudsense_actors::{iforest, model::Model, store::catalog, synth::SynthConfig, testing::TestEnv};
+use fraudsense_actors::{
+    model::{FitParams, Model},
+    store::catalog,
+    synth::SynthConfig,
+    testing::TestEnv,
+};
 use fraudsense_worker::models::{self, Activate, SyntheticOptions};
 
 #[tokio::test]
@@ -17,7 +22,7 @@ async fn the_shipped_bootstrap_model_is_reproducible_from_generated_data() {
     // `fraudsense-worker train --no-store --output FILE --version bootstrap-1`, defaults.
     let options = SyntheticOptions {
         data: SynthConfig::default(),
-        forest: iforest::Params::default(),
+        params: FitParams::default(),
         version: Some("bootstrap-1".into()),
         output: Some(output.clone()),
         store: false,

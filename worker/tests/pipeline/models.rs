@@ -4,6 +4,7 @@
 use chrono::{Duration, Utc};
 use fraudsense_actors::{
     iforest,
+    model::FitParams,
     rules::RuleConfig,
     store::catalog::{self, ModelStatus},
     synth::{self, SynthConfig},
@@ -111,7 +112,10 @@ async fn training_on_generated_data_stores_evaluates_and_activates_a_model() {
     let pool = p.env.pool().unwrap_or_else(|e| panic!("{e:#}"));
     let options = SyntheticOptions {
         data: SynthConfig { seed: 11, accounts: 120, merchants: 60, days: 28, ..SynthConfig::default() },
-        forest: iforest::Params { trees: 50, sample_size: 256, seed: 1 },
+        params: FitParams {
+            forest: iforest::Params { trees: 50, sample_size: 256, seed: 1 },
+            ..FitParams::default()
+        },
         version: Some("synthetic-test".into()),
         output: None,
         store: true,
@@ -228,8 +232,7 @@ async fn retraining_from_labels_uses_the_stored_feature_vectors() {
     let options = LabelOptions {
         days: 10,
         eval_days: 1,
-        min_labels: 40,
-        min_fraud: 2,
+        params: FitParams { min_labels: 40, min_fraud: 2, ..FitParams::default() },
         version: Some("labels-test".into()),
         activate: Activate::Never,
     };
@@ -249,7 +252,11 @@ async fn retraining_from_labels_uses_the_stored_feature_vectors() {
     assert_eq!(record.status, ModelStatus::Candidate, "--activate never");
     assert_eq!(record.training["source"], "labels");
     // With too few labels only the forest is refit, on the recent vectors.
-    let options = LabelOptions { min_labels: 100_000, version: Some("labels-refit".into()), ..options };
+    let options = LabelOptions {
+        params: FitParams { min_labels: 100_000, ..options.params },
+        version: Some("labels-refit".into()),
+        ..options
+    };
     let report =
         models::train_from_labels(&p.env.settings, &options).await.unwrap_or_else(|e| panic!("{e:#}"));
     assert!(report.contains("forest refit only"), "{report}");
