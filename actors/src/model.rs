@@ -8,9 +8,9 @@
 //!                                                      p = σ(w₀ + w₁·a + w₂·s) = fraud probability
 //! ```
 //!
-//! The calibrator is itself a logistic regression, fitted on days *after* the ones the
-//! forest and the regression were trained on, so `p` is a calibrated probability (Platt
-//! scaling / stacking). Scoring one transaction allocates nothing: the forest walks flat
+//! The calibrator is itself a logistic regression, fitted on out-of-fold supervised scores
+//! (time blocks the regression was not trained on), so `p` is a calibrated probability
+//! (Platt scaling / stacking) learnt from every label. Scoring one transaction allocates nothing: the forest walks flat
 //! arrays and both regressions are dot products over fixed-size arrays.
 
 use chrono::{DateTime, Utc};
@@ -27,6 +27,9 @@ use crate::{
 
 /// Format version of the serialised [`Model`]; bump when the layout changes.
 pub const MODEL_FORMAT: u32 = 1;
+
+/// Time blocks the labelled rows are cut into for out-of-fold calibration.
+pub const CALIBRATION_FOLDS: usize = 5;
 
 /// Inputs of the calibrator when the model has a supervised part.
 pub const CALIBRATOR_INPUTS: [&str; 2] = ["anomaly", "supervised_logit"];
@@ -213,54 +216,53 @@ impl Default for FitParams {
 }
 
 impl Model {
-    /// Trains a new version: the forest on every row of `train`, the regression on its
-    /// labelled rows, the calibrator on the labelled rows of `calibrate` (later in time).
-    pub fn fit(
-        version: &str,
-        train: &[Example],
-        calibrate: &[Example],
-        params: FitParams,
-    ) -> Result<Self, ModelError> {
-        let rows: Vec<Vec<f64>> = train.iter().map(|e| e.x.to_vec()).collect();
-        let forest = IsolationForest::fit(version, &MODEL_INPUTS, &rows, params.forest)?;
-        let labelled = |set: &[Example]| -> (Vec<[f64; MODEL_WIDTH]>, Vec<bool>) {
-            set.iter().filter_map(|e| e.fraud.map(|f| (e.x, f))).unzip()
-        };
-        // The calibrator has three parameters: a quarter of the labels suffice for it.
-        let enough = |labels: &[bool], share: usize| {
-            let fraud = labels.iter().filter(|l| **l).count();
-            let (need_rows, need_fraud) = (params.min_labels / share, (params.min_fraud / share).max(1));
-            if labels.len() >= need_rows && fraud >= need_fraud && fraud < labels.len() {
-                Ok(())
-            } else {
-                Err(ModelError::NotEnoughLabels { labelled: labels.len(), fraud, need_rows, need_fraud })
-            }
-        };
-        let (x, y) = labelled(train);
-        enough(&y, 1)?;
+    /// Trains a new version on `rows` (in time order): the forest on every row, the
+    /// regression on the labelled ones, and the calibrator on out-of-fold predictions —
+    /// the labelled rows are cut into [`CALIBRATION_FOLDS`] consecutive time blocks, and each
+    /// block's supervised logits come from a regression fitted without it — so the
+    /// calibration is learnt on scores the regression did not train on, using every label.
+    pub fn fit(version: &str, rows: &[Example], params: FitParams) -> Result<Self, ModelError> {
+        let all: Vec<Vec<f64>> = rows.iter().map(|e| e.x.to_vec()).collect();
+        let forest = IsolationForest::fit(version, &MODEL_INPUTS, &all, params.forest)?;
+        let (x, y): (Vec<[f64; MODEL_WIDTH]>, Vec<bool>) =
+            rows.iter().filter_map(|e| e.fraud.map(|f| (e.x, f))).unzip();
+        let fraud = y.iter().filter(|l| **l).count();
+        if y.len() < params.min_labels || fraud < params.min_fraud || fraud == y.len() {
+            return Err(ModelError::NotEnoughLabels {
+                labelled: y.len(),
+                fraud,
+                need_rows: params.min_labels,
+                need_fraud: params.min_fraud,
+            });
+        }
         let refs: Vec<&[f64]> = x.iter().map(|r| r.as_slice()).collect();
-        let supervised = Logistic::fit(&MODEL_INPUTS, &refs, &y, params.alpha)?;
-        let mut model = Self {
+        let mut stacked: Vec<[f64; 2]> = Vec::with_capacity(x.len());
+        let mut stacked_y = Vec::with_capacity(x.len());
+        let fold = x.len().div_ceil(CALIBRATION_FOLDS);
+        for start in (0..x.len()).step_by(fold.max(1)) {
+            let end = (start + fold).min(x.len());
+            let (rest, rest_y): (Vec<&[f64]>, Vec<bool>) =
+                (0..x.len()).filter(|i| !(start..end).contains(i)).map(|i| (refs[i], y[i])).unzip();
+            // A block whose complement lacks a class cannot be predicted out of fold: skip it.
+            let Ok(held_out) = Logistic::fit(&MODEL_INPUTS, &rest, &rest_y, params.alpha) else {
+                continue;
+            };
+            for i in start..end {
+                stacked.push([forest.score(&x[i])?, held_out.logit(&x[i])]);
+                stacked_y.push(y[i]);
+            }
+        }
+        let stacked_refs: Vec<&[f64]> = stacked.iter().map(|r| r.as_slice()).collect();
+        let calibrator = Logistic::fit(&CALIBRATOR_INPUTS, &stacked_refs, &stacked_y, 1e-3)?;
+        Ok(Self {
             format: MODEL_FORMAT,
             version: version.to_owned(),
             created_at: Utc::now(),
             inputs: MODEL_INPUTS.iter().map(|s| (*s).to_owned()).collect(),
             forest,
-            supervised: Some(supervised),
-            calibrator: Logistic {
-                inputs: vec![],
-                means: vec![],
-                scales: vec![],
-                coefficients: vec![],
-                intercept: 0.0,
-            },
-        };
-        let (cx, cy) = labelled(calibrate);
-        enough(&cy, 4)?;
-        let stacked: Vec<[f64; 2]> = cx.iter().map(|x| model.stack(x)).collect::<Result<_, _>>()?;
-        let refs: Vec<&[f64]> = stacked.iter().map(|r| r.as_slice()).collect();
-        model.calibrator = Logistic::fit(&CALIBRATOR_INPUTS, &refs, &cy, 1e-3)?;
-        Ok(model)
+            supervised: Some(Logistic::fit(&MODEL_INPUTS, &refs, &y, params.alpha)?),
+            calibrator,
+        })
     }
 
     /// A copy with a fresh forest trained on `rows` (no labels needed), keeping the
@@ -305,11 +307,6 @@ impl Model {
             return Err(ModelError::Artifact("calibrator of the wrong width".into()));
         }
         Ok(())
-    }
-
-    fn stack(&self, x: &[f64; MODEL_WIDTH]) -> Result<[f64; 2], ModelError> {
-        let anomaly = self.forest.score(x)?;
-        Ok([anomaly, self.supervised.as_ref().map_or(0.0, |s| s.logit(x))])
     }
 
     /// Scores one feature vector and writes each input's share of the anomaly score into
@@ -423,8 +420,7 @@ mod tests {
 
     #[test]
     fn a_model_separates_and_calibrates() {
-        let model = Model::fit("m1", &examples(2000, 1), &examples(1000, 2), params())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let model = Model::fit("m1", &examples(3000, 1), params()).unwrap_or_else(|e| panic!("{e}"));
         model.validate().unwrap_or_else(|e| panic!("{e}"));
         let test = examples(1000, 3);
         let mut c = [0.0; MODEL_WIDTH];
@@ -451,16 +447,12 @@ mod tests {
         for e in &mut few {
             e.fraud = Some(false);
         }
-        assert!(matches!(
-            Model::fit("m", &few, &few, params()),
-            Err(ModelError::NotEnoughLabels { fraud: 0, .. })
-        ));
+        assert!(matches!(Model::fit("m", &few, params()), Err(ModelError::NotEnoughLabels { fraud: 0, .. })));
     }
 
     #[test]
     fn scoring_explains_the_anomaly_and_round_trips() {
-        let model = Model::fit("m2", &examples(2000, 4), &examples(1000, 5), params())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let model = Model::fit("m2", &examples(3000, 4), params()).unwrap_or_else(|e| panic!("{e}"));
         let json = serde_json::to_string(&model).unwrap_or_default();
         let back: Model = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, model);

@@ -103,12 +103,11 @@ async fn synthetic_rows(settings: &Settings, data: &SynthConfig) -> anyhow::Resu
 
 /// The periods of a generated history, as if training ran at `test_from` (75 % of the
 /// way): only transactions older than the label maturity have all their labels by then, so
-/// the supervised parts learn from `[start, mature_until)` — train on its first 80 %,
-/// calibrate on the rest — the forest also sees the unlabelled `[mature_until, test_from)`,
-/// and evaluation is on `[test_from, end)` with the labels as they eventually arrived.
+/// the supervised parts learn from `[start, mature_until)`, the forest also sees the
+/// unlabelled `[mature_until, test_from)`, and evaluation is on `[test_from, end)` with the
+/// labels as they eventually arrived.
 #[derive(Debug, Clone, Copy)]
 struct SyntheticSplit {
-    calibrate_from: DateTime<Utc>,
     mature_until: DateTime<Utc>,
     test_from: DateTime<Utc>,
 }
@@ -116,8 +115,7 @@ struct SyntheticSplit {
 fn synthetic_split(data: &SynthConfig) -> SyntheticSplit {
     let test_from = data.start + (data.end() - data.start) * 75 / 100;
     let mature_until = (test_from - Duration::seconds(synth::LABEL_MATURITY_SECS)).max(data.start);
-    let calibrate_from = data.start + (mature_until - data.start) * 80 / 100;
-    SyntheticSplit { calibrate_from, mature_until, test_from }
+    SyntheticSplit { mature_until, test_from }
 }
 
 /// Examples as known at `at`: labels that arrived later are unknown.
@@ -136,8 +134,7 @@ pub async fn train_synthetic(settings: &Settings, options: &SyntheticOptions) ->
     let rows = synthetic_rows(settings, &options.data).await?;
     let feature_secs = started.elapsed().as_secs_f64();
     let split = synthetic_split(&options.data);
-    let [train, calibrate, _] = training::split_at(&rows, split.calibrate_from, split.mature_until);
-    let [_, recent, test] = training::split_at(&rows, split.mature_until, split.test_from);
+    let [train, recent, test] = training::split_at(&rows, split.mature_until, split.test_from);
     let version = options
         .version
         .clone()
@@ -148,7 +145,7 @@ pub async fn train_synthetic(settings: &Settings, options: &SyntheticOptions) ->
         .into_iter()
         .chain(known(recent).into_iter().map(|e| Example { fraud: None, ..e }))
         .collect();
-    let model = Model::fit(&version, &forest_rows, &known(calibrate), params)?;
+    let model = Model::fit(&version, &forest_rows, params)?;
     let pool = if options.store { Some(pool(settings).await?) } else { None };
     let rules = match &pool {
         Some(pool) => active_rules(pool).await?,
@@ -162,21 +159,20 @@ pub async fn train_synthetic(settings: &Settings, options: &SyntheticOptions) ->
         "merchants": options.data.merchants,
         "days": options.data.days,
         "start": options.data.start,
-        "rows": {"train": train.len(), "calibrate": calibrate.len(), "unlabelled": recent.len(), "test": test.len()},
-        "calibrate_from": split.calibrate_from,
+        "rows": {"labelled": train.len(), "unlabelled": recent.len(), "test": test.len()},
         "labels_mature_until": split.mature_until,
         "test_from": split.test_from,
         "params": params,
     });
     let mut report = format!(
         "generated {} transactions ({} fraud) over {} days; features through Redis in {feature_secs:.1} s\n\
-         train {} / calibrate {} (labels known at {}) / forest-only {} / test {} (from {})\n\n{}",
+         labelled (events before {}, all labels known by {}) {} / forest-only {} / test {} (from {})\n\n{}",
         rows.len(),
         rows.iter().filter(|r| r.fraud == Some(true)).count(),
         options.data.days,
-        train.len(),
-        calibrate.len(),
+        split.mature_until.format("%Y-%m-%d"),
         split.test_from.format("%Y-%m-%d"),
+        train.len(),
         recent.len(),
         test.len(),
         split.test_from.format("%Y-%m-%d"),
@@ -299,18 +295,17 @@ pub async fn train_from_labels(settings: &Settings, options: &LabelOptions) -> a
     }
     let eval_from = now - Duration::days(i64::from(options.eval_days));
     let first = rows[0].transaction.event_time();
-    let calibrate_from = first + (eval_from.max(first) - first) * 80 / 100;
-    let [train, calibrate, eval] = training::split_at(&rows, calibrate_from, eval_from);
+    let [train, _, eval] = training::split_at(&rows, eval_from, eval_from);
     let version = options.version.clone().unwrap_or_else(|| format!("labels-{}", now.format("%Y%m%d%H%M%S")));
     let params = options.params;
     let active = active_model(&pool).await?.context("no active model")?;
     let labelled = rows.iter().filter(|r| r.fraud.is_some()).count();
-    let (model, kind) = match Model::fit(&version, &examples(train), &examples(calibrate), params) {
+    let (model, kind) = match Model::fit(&version, &examples(train), params) {
         Ok(m) => (m, "full (forest + supervised + calibrator)"),
-        Err(ModelError::NotEnoughLabels { .. }) => {
-            let recent: Vec<Example> = examples(train).into_iter().chain(examples(calibrate)).collect();
-            (active.refit_forest(&version, &recent, params.forest)?, "forest refit only (too few labels)")
-        }
+        Err(ModelError::NotEnoughLabels { .. }) => (
+            active.refit_forest(&version, &examples(train), params.forest)?,
+            "forest refit only (too few labels)",
+        ),
         Err(e) => return Err(e.into()),
     };
     let rules = active_rules(&pool).await?;
@@ -321,7 +316,7 @@ pub async fn train_from_labels(settings: &Settings, options: &LabelOptions) -> a
         "kind": kind,
         "from": first,
         "to": now,
-        "rows": {"train": train.len(), "calibrate": calibrate.len(), "eval": eval.len(), "labelled": labelled},
+        "rows": {"train": train.len(), "eval": eval.len(), "labelled": labelled},
         "eval_from": eval_from,
         "params": params,
     });
