@@ -51,6 +51,8 @@ pub struct AlertArgs {
     pub batch_wait: Duration,
     /// This node's id, recorded with every decision.
     pub node_id: String,
+    /// Poked after a commit that raised alerts, so the outbox publishes them at once.
+    pub alerts_raised: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// First delay before retrying a failed commit; doubles up to [`MAX_RETRY_DELAY`].
@@ -146,6 +148,9 @@ async fn flush(state: &mut AlertState) {
             for ((job, decision), recorded) in batch.iter().zip(&recorded) {
                 account_for(job, decision, recorded);
             }
+            if recorded.iter().any(|r| r.alert_id.is_some()) {
+                state.args.alerts_raised.notify_one();
+            }
             Job::settle_all(batch.into_iter().map(|(job, _)| job), Settlement::Ack);
         }
         Err(error) if !error.is_transient() => {
@@ -178,6 +183,9 @@ async fn isolate(state: &mut AlertState) {
             Ok(recorded) => {
                 if let Some(recorded) = recorded.first() {
                     account_for(&job, &decision, recorded);
+                    if recorded.alert_id.is_some() {
+                        state.args.alerts_raised.notify_one();
+                    }
                 }
                 committed.push(job);
             }

@@ -55,6 +55,7 @@ pub mod iforest;
 pub mod job;
 pub mod labels;
 pub mod model;
+pub mod outbox;
 pub mod rules;
 pub mod scorer;
 pub mod scoring;

@@ -48,6 +48,8 @@ pub struct SupervisorArgs {
     pub windows: WindowStore,
     /// This node's id (in its consumer tags and metrics).
     pub node_id: String,
+    /// Poked when alerts were committed (the outbox publisher waits on it).
+    pub alerts_raised: std::sync::Arc<tokio::sync::Notify>,
     /// The live scoring engine (hot-reloaded rules and models).
     pub engine: tokio::sync::watch::Receiver<std::sync::Arc<Engine>>,
 }
@@ -158,6 +160,7 @@ async fn spawn_pipeline(
         batch_max: args.settings.commit.batch_max,
         batch_wait: args.settings.commit.batch_wait,
         node_id: args.node_id.clone(),
+        alerts_raised: args.alerts_raised.clone(),
     };
     let (alert, _) = Actor::spawn_linked(None, AlertActor, alert_args, sup.clone()).await?;
     state.children.push(alert.get_cell());

@@ -16,7 +16,9 @@ use fraudsense_actors::{
     Settings, connect_redis,
     engine::EngineWatch,
     features::WindowStore,
-    health, store,
+    health,
+    outbox::AlertPublisher,
+    store,
     supervisor::{Supervisor, SupervisorArgs, SupervisorMsg},
 };
 use ractor::{Actor, ActorRef, ActorStatus};
@@ -37,6 +39,8 @@ pub struct Node {
     node_id: String,
     /// Keeps the engine current; dropped (and stopped) with the node.
     _engine: EngineWatch,
+    /// Delivers committed alerts to Redis and RabbitMQ; stopped with the node.
+    _outbox: AlertPublisher,
 }
 
 #[derive(Clone)]
@@ -69,6 +73,7 @@ impl Node {
             .with_context(|| format!("binding {}", settings.worker_addr))?;
         let addr = listener.local_addr()?;
 
+        let outbox = AlertPublisher::start(&settings, pool.clone(), redis.clone());
         let drain_timeout = settings.shutdown_timeout;
         let node_id = new_node_id();
         tracing::info!(component = "worker", node_id, "node identity");
@@ -78,6 +83,7 @@ impl Node {
             pool: pool.clone(),
             windows,
             engine: engine.receiver(),
+            alerts_raised: outbox.waker(),
         };
         let (supervisor, supervisor_done) =
             Actor::spawn(None, Supervisor, args).await.context("starting the supervision tree")?;
@@ -107,6 +113,7 @@ impl Node {
             drain_timeout,
             node_id,
             _engine: engine,
+            _outbox: outbox,
         })
     }
 

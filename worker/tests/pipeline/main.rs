@@ -2,6 +2,7 @@
 //! Redis and RabbitMQ, each test on its own database, broker names and Redis prefix.
 
 mod accounts;
+mod alerts;
 mod cluster;
 mod dlq;
 mod helpers;

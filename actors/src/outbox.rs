@@ -1,0 +1,271 @@
+//! Alert delivery: every committed alert reaches the Redis pub/sub channel `{p}alerts` (live
+//! dashboards and WebSockets) and the `{p}alerts` topic exchange with routing key
+//! `alert.<risk>` (downstream services), at least once.
+//!
+//! The alert row is the outbox: it is written in the same PostgreSQL transaction as the
+//! decision with `published_at` unset. The publisher takes unpublished alerts in id order
+//! (`FOR UPDATE SKIP LOCKED`, so several workers share the work without publishing one alert
+//! twice), publishes each to RabbitMQ with a confirm and to Redis, and only then sets
+//! `published_at`. A crash between publishing and marking means the alert is published
+//! again: consumers deduplicate on `alert_id` (the WebSocket replay does). It wakes when the
+//! alert actor commits a new alert and sweeps every [`SWEEP_EVERY`] for anything left over
+//! (a crash, a broker or Redis outage).
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use fred::{clients::Client, interfaces::PubsubInterface};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use tokio::{sync::Notify, task::JoinHandle};
+
+use crate::{backoff, settings::Settings, store::StoreError, topology::Topology};
+
+/// Longest a pending alert waits when no commit wakes the publisher.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Alerts published per round at most.
+const BATCH: i64 = 500;
+/// Longest the broker may take to confirm one alert.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every alert consumer receives (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AlertEvent {
+    /// Monotonic id: consumers deduplicate and resume on it.
+    pub alert_id: i64,
+    /// The transaction that raised it.
+    pub transaction_id: String,
+    /// Its account.
+    pub account_id: String,
+    /// Its merchant.
+    pub merchant_id: String,
+    /// Amount (decimal string).
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// LOW, MEDIUM or HIGH.
+    pub risk_label: String,
+    /// Final fraud probability.
+    pub score: f64,
+    /// Reason codes of the decision.
+    pub reasons: Vec<String>,
+    /// The threshold crossed.
+    pub threshold: f64,
+    /// When the alert was raised.
+    pub created_at: DateTime<Utc>,
+    /// The trace of the transaction, when tracing is on.
+    pub trace_id: Option<String>,
+}
+
+impl AlertEvent {
+    /// The routing key on the alerts exchange: `alert.high`, `alert.medium`, ...
+    pub fn routing_key(&self) -> String {
+        format!("alert.{}", self.risk_label.to_ascii_lowercase())
+    }
+}
+
+/// Reads up to [`BATCH`] unpublished alerts, locking them for this publisher.
+async fn pending(db: &deadpool_postgres::Transaction<'_>) -> Result<Vec<AlertEvent>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT a.alert_id, a.transaction_id, a.account_id, t.merchant_id, trim_scale(t.amount)::text,
+                    t.currency, a.risk_label, a.score, a.reason, a.threshold, a.created_at
+             FROM alerts a JOIN transactions t ON t.transaction_id = a.transaction_id
+             WHERE a.published_at IS NULL
+             ORDER BY a.alert_id LIMIT $1
+             FOR UPDATE OF a SKIP LOCKED",
+            &[&BATCH],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AlertEvent {
+            alert_id: r.get(0),
+            transaction_id: r.get(1),
+            account_id: r.get(2),
+            merchant_id: r.get(3),
+            amount: r.get(4),
+            currency: r.get(5),
+            risk_label: r.get(6),
+            score: r.get(7),
+            reasons: r.get::<_, &str>(8).split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+            threshold: r.get(9),
+            created_at: r.get(10),
+            trace_id: None,
+        })
+        .collect())
+}
+
+/// Why a round of publishing failed (the alerts stay pending).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// PostgreSQL.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// RabbitMQ.
+    #[error("broker: {0}")]
+    Broker(String),
+    /// Redis.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+}
+
+impl From<tokio_postgres::Error> for OutboxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        OutboxError::Store(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for OutboxError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        OutboxError::Store(e.into())
+    }
+}
+
+impl From<lapin::Error> for OutboxError {
+    fn from(e: lapin::Error) -> Self {
+        OutboxError::Broker(e.to_string())
+    }
+}
+
+/// Publishes pending alerts until none is left; returns how many it published.
+async fn publish_pending(
+    pool: &Pool,
+    channel: &Channel,
+    redis: &Client,
+    topology: &Topology,
+    redis_channel: &str,
+) -> Result<usize, OutboxError> {
+    let mut total = 0;
+    loop {
+        let mut client = pool.get().await?;
+        let db = client.transaction().await?;
+        let alerts = pending(&db).await?;
+        if alerts.is_empty() {
+            return Ok(total);
+        }
+        for alert in &alerts {
+            let body = serde_json::to_vec(alert).map_err(|e| OutboxError::Broker(e.to_string()))?;
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(alert.alert_id.to_string().into())
+                .with_type("alert.created".into());
+            let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, async {
+                channel
+                    .basic_publish(
+                        topology.alerts_exchange.as_str().into(),
+                        alert.routing_key().as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        properties,
+                    )
+                    .await?
+                    .await
+            })
+            .await
+            .map_err(|_| OutboxError::Broker("no confirm in time".into()))??;
+            if matches!(confirm, Confirmation::Nack(_)) {
+                return Err(OutboxError::Broker("alert nacked".into()));
+            }
+            let _: i64 = redis.publish(redis_channel, body).await?;
+        }
+        let ids: Vec<i64> = alerts.iter().map(|a| a.alert_id).collect();
+        db.execute("UPDATE alerts SET published_at = now() WHERE alert_id = ANY($1)", &[&ids]).await?;
+        db.commit().await?;
+        metrics::counter!("alerts_published_total").increment(ids.len() as u64);
+        total += ids.len();
+    }
+}
+
+/// The running publisher; stopped when dropped.
+#[derive(Debug)]
+pub struct AlertPublisher {
+    wake: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl AlertPublisher {
+    /// Starts publishing for this deployment (its own broker connection; reconnects with
+    /// backoff).
+    pub fn start(settings: &Settings, pool: Pool, redis: Client) -> Self {
+        let wake = Arc::new(Notify::new());
+        let topology = Topology::from_settings(&settings.amqp);
+        let url = settings.amqp.url.expose_secret().to_owned();
+        let redis_channel = format!("{}alerts", settings.redis.key_prefix);
+        let task = tokio::spawn(run(url, topology, pool, redis, redis_channel, wake.clone()));
+        Self { wake, task }
+    }
+
+    /// A handle the alert actor pokes after committing new alerts.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
+impl Drop for AlertPublisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn connect(url: &str, topology: &Topology) -> Result<(Connection, Channel), lapin::Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    topology.declare(&channel).await?;
+    Ok((connection, channel))
+}
+
+async fn run(
+    url: String,
+    topology: Topology,
+    pool: Pool,
+    redis: Client,
+    redis_channel: String,
+    wake: Arc<Notify>,
+) {
+    let mut failures = 0u32;
+    let mut link: Option<(Connection, Channel)> = None;
+    loop {
+        if link.as_ref().is_none_or(|(c, _)| !c.status().connected()) {
+            link = match connect(&url, &topology).await {
+                Ok(l) => Some(l),
+                Err(error) => {
+                    tracing::warn!(component = "outbox", %error, "alerts exchange unreachable");
+                    None
+                }
+            };
+        }
+        let outcome = match &link {
+            Some((_, channel)) => publish_pending(&pool, channel, &redis, &topology, &redis_channel).await,
+            None => Err(OutboxError::Broker("not connected".into())),
+        };
+        let pause = match outcome {
+            Ok(_) => {
+                failures = 0;
+                SWEEP_EVERY
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(component = "outbox", %error, failures, "alerts not published yet; will retry");
+                metrics::counter!("alert_publish_failures_total").increment(1);
+                if matches!(error, OutboxError::Broker(_)) {
+                    link = None;
+                }
+                backoff::exponential(Duration::from_millis(100), Duration::from_secs(5), failures)
+            }
+        };
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
