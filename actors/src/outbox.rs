@@ -70,36 +70,56 @@ impl AlertEvent {
     }
 }
 
+/// The columns of an [`AlertEvent`], in [`event`]'s order.
+const EVENT_COLUMNS: &str =
+    "a.alert_id, a.transaction_id, a.account_id, t.merchant_id, trim_scale(t.amount)::text,
+     t.currency, a.risk_label, a.score, a.reason, a.threshold, a.created_at";
+
+fn event(r: &tokio_postgres::Row) -> AlertEvent {
+    AlertEvent {
+        alert_id: r.get(0),
+        transaction_id: r.get(1),
+        account_id: r.get(2),
+        merchant_id: r.get(3),
+        amount: r.get(4),
+        currency: r.get(5),
+        risk_label: r.get(6),
+        score: r.get(7),
+        reasons: r.get::<_, &str>(8).split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+        threshold: r.get(9),
+        created_at: r.get(10),
+        trace_id: None,
+    }
+}
+
 /// Reads up to [`BATCH`] unpublished alerts, locking them for this publisher.
 async fn pending(db: &deadpool_postgres::Transaction<'_>) -> Result<Vec<AlertEvent>, StoreError> {
     let rows = db
         .query(
-            "SELECT a.alert_id, a.transaction_id, a.account_id, t.merchant_id, trim_scale(t.amount)::text,
-                    t.currency, a.risk_label, a.score, a.reason, a.threshold, a.created_at
-             FROM alerts a JOIN transactions t ON t.transaction_id = a.transaction_id
-             WHERE a.published_at IS NULL
-             ORDER BY a.alert_id LIMIT $1
-             FOR UPDATE OF a SKIP LOCKED",
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM alerts a JOIN transactions t ON t.transaction_id = a.transaction_id
+                 WHERE a.published_at IS NULL ORDER BY a.alert_id LIMIT $1 FOR UPDATE OF a SKIP LOCKED"
+            ),
             &[&BATCH],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| AlertEvent {
-            alert_id: r.get(0),
-            transaction_id: r.get(1),
-            account_id: r.get(2),
-            merchant_id: r.get(3),
-            amount: r.get(4),
-            currency: r.get(5),
-            risk_label: r.get(6),
-            score: r.get(7),
-            reasons: r.get::<_, &str>(8).split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
-            threshold: r.get(9),
-            created_at: r.get(10),
-            trace_id: None,
-        })
-        .collect())
+    Ok(rows.iter().map(event).collect())
+}
+
+/// Committed alerts with an id above `after`, oldest first, at most `limit`: what a
+/// reconnecting consumer missed.
+pub async fn events_after(pool: &Pool, after: i64, limit: i64) -> Result<Vec<AlertEvent>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM alerts a JOIN transactions t ON t.transaction_id = a.transaction_id
+                 WHERE a.alert_id > $1 ORDER BY a.alert_id LIMIT $2"
+            ),
+            &[&after, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(event).collect())
 }
 
 /// Why a round of publishing failed (the alerts stay pending).

@@ -11,6 +11,7 @@ use crate::{
     settings::DatabaseSettings,
 };
 
+pub mod alerts;
 pub mod catalog;
 mod migrations;
 

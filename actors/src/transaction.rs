@@ -96,7 +96,8 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: &str, reason: impl Into<String>) -> Self {
+    /// A problem with `field`.
+    pub fn new(field: &str, reason: impl Into<String>) -> Self {
         Self { field: field.to_owned(), reason: reason.into() }
     }
 }

@@ -1,7 +1,8 @@
 //! # FraudSense api
 //!
 //! The HTTP edge: validates payments, publishes them durably to RabbitMQ, answers
-//! queries from PostgreSQL and administers rule sets and model versions.
+//! queries from PostgreSQL, serves the analysts' alert workflow and administers rule sets
+//! and model versions.
 //! [`Application::build`] assembles it from [`Settings`]; the binary and the tests start it
 //! the same way.
 
@@ -27,6 +28,7 @@ pub mod problem;
 pub mod publisher;
 pub mod routes;
 pub mod state;
+pub mod stream;
 
 use publisher::Publisher;
 use routes::admin;
@@ -70,7 +72,9 @@ impl Application {
             settings.http.rate_window,
         );
         let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix, &settings.scoring);
-        let state = AppState { pool, redis, gate, windows, publisher };
+        let alerts =
+            stream::AlertFeed::start(&settings.redis).await.context("subscribing to the alert channel")?;
+        let state = AppState { pool, redis, gate, windows, publisher, alerts };
         let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)
             .await
@@ -114,6 +118,11 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .route("/transactions/{transaction_id}", get(routes::transactions::get))
         .route("/transactions/{transaction_id}/label", post(routes::transactions::label))
         .route("/accounts/{account_id}", get(routes::accounts::get))
+        .route("/alerts", get(routes::alerts::list))
+        .route("/alerts/stream", get(stream::stream))
+        .route("/alerts/{alert_id}", get(routes::alerts::get))
+        .route("/alerts/{alert_id}/ack", post(routes::alerts::ack))
+        .route("/alerts/{alert_id}/resolve", post(routes::alerts::resolve))
         .route(
             "/admin/rules",
             get(admin::rule_sets)

@@ -8,21 +8,24 @@ use fraudsense_actors::{
     features::{AccountState, Location, WindowState},
     labels::{Label, LabelValue},
     rules::RuleConfig,
-    store::catalog::{ModelRecord, ModelStatus, RuleSetRecord},
+    store::{
+        alerts::{AlertRecord, AlertStatus},
+        catalog::{ModelRecord, ModelStatus, RuleSetRecord},
+    },
     transaction::{FieldError, iso},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::problem::Problem;
+use crate::{problem::Problem, routes::alerts::AlertPage};
 
 /// The whole document.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "FraudSense",
-        description = "Real-time fraud detection: submit payments, read decisions with their explanations, label outcomes, manage rule sets and model versions.",
+        description = "Real-time fraud detection: submit payments, read decisions with their explanations, label outcomes, work alerts, manage rule sets and model versions.",
         license(name = "MIT")
     ),
     paths(
@@ -30,6 +33,10 @@ use crate::problem::Problem;
         crate::routes::transactions::get,
         crate::routes::transactions::label,
         crate::routes::accounts::get,
+        crate::routes::alerts::list,
+        crate::routes::alerts::get,
+        crate::routes::alerts::ack,
+        crate::routes::alerts::resolve,
         crate::routes::admin::rule_sets,
         crate::routes::admin::active_rule_set,
         crate::routes::admin::create_rule_set,
@@ -43,12 +50,14 @@ use crate::problem::Problem;
     components(schemas(
         TransactionRequest, Accepted, TransactionView, ScoreView, ReasonView, AlertView, LabelRequest,
         Problem, FieldError, AccountState, WindowState, Location, Label, LabelValue, Health, Readiness,
-        RuleSetRequest, RuleSetRecord, RuleConfig, ModelRecord, ModelStatus,
+        RuleSetRequest, RuleSetRecord, RuleConfig, ModelRecord, ModelStatus, AlertPage, AlertRecord,
+        AlertStatus, AckRequest, ResolveRequest,
     )),
     tags(
         (name = "transactions", description = "Ingest and decisions"),
         (name = "labels", description = "Ground truth for supervised training"),
         (name = "accounts", description = "Live per-account window state"),
+        (name = "alerts", description = "The analysts' workflow: list, acknowledge and resolve alerts"),
         (name = "operations", description = "Health and readiness"),
         (name = "admin", description = "Rule sets and model versions. Workers pick up a change within \
             `ENGINE_REFRESH_MS` (they poll the active versions). These routes will require the admin role."),
@@ -258,6 +267,22 @@ pub struct LabelRequest {
     #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub source: Option<String>,
     /// Free text for the audit trail (at most 1000 characters).
+    #[schema(max_length = 1000)]
+    pub note: Option<String>,
+}
+
+/// The optional body of `POST /alerts/{alert_id}/ack`: nothing, or an empty object.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {}
+
+/// An analyst's verdict on an alert. Unknown fields and duplicate keys are rejected.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// Fraud or legit: also recorded as the transaction's label.
+    pub resolution: LabelValue,
+    /// Why, kept with the label (at most 1000 characters).
     #[schema(max_length = 1000)]
     pub note: Option<String>,
 }

@@ -2,5 +2,6 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod alerts;
 pub mod health;
 pub mod transactions;

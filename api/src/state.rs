@@ -17,4 +17,6 @@ pub struct AppState {
     pub windows: fraudsense_actors::features::WindowStore,
     /// The confirm-mode broker publisher.
     pub publisher: Publisher,
+    /// Live alerts for `WS /alerts/stream`.
+    pub alerts: crate::stream::AlertFeed,
 }

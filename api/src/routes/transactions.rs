@@ -249,12 +249,30 @@ pub async fn label(
     ApiError::check_id("transaction_id", &id)?;
     let raw = json_body(&headers, body)?;
     let new = NewLabel::parse(&raw).map_err(ApiError::Validation)?;
-    let outcome = store::record_label(&state.pool, &id, &new).await.map_err(|error| {
+    match record_label(&state, &id, &new).await? {
+        Labelled::Created(label) => Ok((StatusCode::CREATED, Json(label)).into_response()),
+        Labelled::Unchanged(label) => Ok((StatusCode::OK, Json(label)).into_response()),
+    }
+}
+
+/// What [`record_label`] did.
+pub(crate) enum Labelled {
+    /// A new label was stored.
+    Created(Label),
+    /// The same label was already there.
+    Unchanged(Label),
+}
+
+/// Records a label in PostgreSQL and in its merchant's label set in Redis (the merchant
+/// risk feature learns from labels too): what `POST /transactions/{id}/label` and
+/// `POST /alerts/{id}/resolve` both do. A different label already there is a `409`, an
+/// unknown transaction a `404`, either store down a `503`. Recording in Redis is
+/// idempotent, so a retry after a Redis failure completes it.
+pub(crate) async fn record_label(state: &AppState, id: &str, new: &NewLabel) -> Result<Labelled, ApiError> {
+    let outcome = store::record_label(&state.pool, id, new).await.map_err(|error| {
         tracing::error!(%error, "label not recorded");
         ApiError::Unavailable { detail: "the database is unavailable; retry later", retry_after: 1 }
     })?;
-    // The merchant risk feature learns from labels too. Recording there is idempotent, so
-    // a retry after a Redis failure (answered 503) completes it.
     let feed = |label: Label| async move {
         let merchant = store::merchant_of(&state.pool, &label.transaction_id).await.ok().flatten();
         let recorded = match &merchant {
@@ -274,9 +292,9 @@ pub async fn label(
         LabelOutcome::Created(label) => {
             let label = feed(label).await?;
             tracing::info!(label = label.label.as_str(), source = %label.source, "label recorded");
-            Ok((StatusCode::CREATED, Json(label)).into_response())
+            Ok(Labelled::Created(label))
         }
-        LabelOutcome::Unchanged(label) => Ok((StatusCode::OK, Json(feed(label).await?)).into_response()),
+        LabelOutcome::Unchanged(label) => Ok(Labelled::Unchanged(feed(label).await?)),
         LabelOutcome::Conflict(existing) => Err(ApiError::Conflict(format!(
             "transaction {id} is already labelled {} (by {})",
             existing.label.as_str(),

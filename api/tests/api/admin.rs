@@ -11,14 +11,7 @@ use crate::helpers::{TestApp, problem, spawn_app, spawn_app_on};
 impl TestApp {
     /// POSTs `body` (if any) as JSON to `path`, with `X-Actor: actor` if given.
     async fn admin_post(&self, path: &str, body: Option<&Value>, actor: Option<&str>) -> reqwest::Response {
-        let mut request = self.http.post(self.url(path));
-        if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body.to_string());
-        }
-        if let Some(actor) = actor {
-            request = request.header("x-actor", actor);
-        }
-        request.send().await.unwrap_or_else(|e| panic!("POST {path} failed: {e}"))
+        self.post_as(path, body.map(Value::to_string).as_deref(), actor).await
     }
 
     /// GETs `path`, expecting `200` and a JSON body.

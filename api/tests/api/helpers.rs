@@ -102,3 +102,17 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert!(body["title"].is_string() && body["detail"].is_string());
     body
 }
+
+impl TestApp {
+    /// POSTs to `path` with an optional raw JSON body and `X-Actor`.
+    pub async fn post_as(&self, path: &str, body: Option<&str>, actor: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.post(self.url(path));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        if let Some(actor) = actor {
+            request = request.header("x-actor", actor);
+        }
+        request.send().await.unwrap_or_else(|e| panic!("POST {path} failed: {e}"))
+    }
+}

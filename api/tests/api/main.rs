@@ -2,6 +2,7 @@
 //! Each test has its own database, broker names and Redis prefix (see `TestEnv`).
 
 mod admin;
+mod alerts;
 mod health;
 mod helpers;
 mod idempotency;

@@ -10,3 +10,4 @@ mod models;
 mod reads;
 mod recovery;
 mod scoring;
+mod stream;
