@@ -22,6 +22,7 @@ use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::trace::TraceLayer;
 
 pub mod body;
+pub mod dashboard;
 pub mod gate;
 pub mod openapi;
 pub mod problem;
@@ -134,6 +135,9 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .route("/admin/models", get(admin::models))
         .route("/admin/models/{version}", get(admin::model))
         .route("/admin/models/{version}/{action}", post(admin::change_model))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(|| async { fraudsense_actors::telemetry::metrics().render() }))
         .route("/health", get(routes::health::health))

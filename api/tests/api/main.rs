@@ -3,6 +3,7 @@
 
 mod admin;
 mod alerts;
+mod dashboard;
 mod health;
 mod helpers;
 mod idempotency;
