@@ -481,7 +481,7 @@ async fn cancel(state: &mut ConsumerState, shard: usize) -> Result<(), ActorProc
 }
 
 /// Who consumes which shard, from the management API.
-async fn fetch_views(
+pub(crate) async fn fetch_views(
     http: &reqwest::Client,
     balance: &BalanceSettings,
     queues: &[String],

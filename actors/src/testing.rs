@@ -159,16 +159,11 @@ impl TestEnv {
     pub async fn shard_owners(&self) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
         let balance =
             self.settings.amqp.balance.as_ref().ok_or_else(|| anyhow::anyhow!("balancing is off"))?;
-        let consumers: Vec<crate::balance::ApiConsumer> = reqwest::Client::new()
-            .get(format!("{}/api/consumers/{}", balance.url.trim_end_matches('/'), balance.vhost_path()))
-            .basic_auth(&balance.user, Some(balance.password.expose_secret()))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let views =
+            crate::consumer::fetch_views(&reqwest::Client::new(), balance, &self.topology().shard_queues)
+                .await?;
         let mut owners = std::collections::BTreeMap::new();
-        for view in crate::balance::views(&self.topology().shard_queues, &consumers) {
+        for view in views {
             if let Some(node) = view.active {
                 *owners.entry(node).or_insert(0) += 1;
             }

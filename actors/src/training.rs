@@ -220,7 +220,9 @@ pub fn evaluate(model: &Model, rules: &RuleSet, rows: &[Row]) -> Evaluation {
     for r in &labelled {
         let d = decide(model, rules, &r.transaction, Some(&r.features));
         views.push(d.model.unwrap_or(ModelScore { anomaly: 0.0, supervised: None, probability: 0.0 }));
-        floors.push(rules.config.evaluate(&r.transaction, Some(&r.features)).floor);
+        // The rules' floor is the highest severity among the reasons (model reasons and allow
+        // lists carry 0), so the rules need not run a second time.
+        floors.push(d.reasons.iter().map(|r| r.severity).fold(0.0, f64::max));
         finals.push(d.score);
         buckets.push(d.risk_label);
     }

@@ -6,7 +6,7 @@ use fraudsense_actors::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, problem, spawn_app, spawn_app_on};
+use crate::helpers::{TestApp, error_fields, problem, spawn_app, spawn_app_on};
 
 impl TestApp {
     /// POSTs `body` (if any) as JSON to `path`, with `X-Actor: actor` if given.
@@ -49,13 +49,6 @@ fn active(list: &Value) -> Vec<&str> {
                 .filter_map(|r| r["version"].as_str())
                 .collect()
         })
-        .unwrap_or_default()
-}
-
-fn error_fields(problem: &Value) -> Vec<&str> {
-    problem["errors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e["field"].as_str()).collect())
         .unwrap_or_default()
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use fred::interfaces::SortedSetsInterface;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, problem, spawn_app};
+use crate::helpers::{TestApp, error_fields, problem, spawn_app};
 
 /// A seeded alert.
 struct Seed<'a> {
@@ -78,13 +78,6 @@ fn ids(page: &Value) -> Vec<i64> {
     page["alerts"]
         .as_array()
         .map(|a| a.iter().filter_map(|r| r["alert_id"].as_i64()).collect())
-        .unwrap_or_default()
-}
-
-fn error_fields(problem: &Value) -> Vec<&str> {
-    problem["errors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e["field"].as_str()).collect())
         .unwrap_or_default()
 }
 

@@ -91,6 +91,14 @@ impl TestApp {
 }
 
 /// Asserts an RFC 9457 body and returns it.
+/// The `field` of each error in a validation problem, in order.
+pub fn error_fields(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
     let content_type =

@@ -88,11 +88,13 @@ async fn a_high_risk_alert_reaches_redis_subscribers_and_the_alerts_exchange() {
     assert!(
         on_exchange["alert_id"].as_i64().is_some_and(|id| id > 0) && on_exchange["created_at"].is_string()
     );
-    assert_eq!(
-        p.count("SELECT count(*) FROM alerts WHERE transaction_id = $1 AND published_at IS NOT NULL", "al-1")
-            .await,
-        1
-    );
+    // Marked published once the publisher commits, just after it sent both.
+    fraudsense_actors::testing::eventually(DEADLINE, "the alert marked published", || async {
+        let sql = "SELECT count(*) FROM alerts WHERE transaction_id = $1 AND published_at IS NOT NULL";
+        Ok((p.count(sql, "al-1").await == 1).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
     p.teardown().await;
 }
 
