@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Python tools that the Rust test suite shells out to into <repo>/.venv
-# (a git-ignored virtualenv). `make test` runs it before the tests; it is idempotent:
-# a second run changes nothing and only prints one line per tool.
+# Installs what the Rust test suite drives besides the services: the Python tools it shells
+# out to, into <repo>/.venv (a git-ignored virtualenv), and the headless browser the
+# dashboard tests use (Debian's chromium + chromium-driver). `make test` runs it before the
+# tests; it is idempotent: a second run changes nothing and only prints one line per tool.
 set -euo pipefail
 
 # Pinned versions. Bump here; the next run installs the new pin.
@@ -74,4 +75,21 @@ else
   installed_schemathesis ||
     fail "schemathesis $SCHEMATHESIS_VERSION installed, but '$venv/bin/schemathesis --version' does not report it"
   echo "schemathesis $SCHEMATHESIS_VERSION: installed"
+fi
+
+# --- the browser for the dashboard tests ---
+# CHROMIUM / CHROMEDRIVER point the tests at other binaries (then nothing is installed).
+chromium=${CHROMIUM:-/usr/bin/chromium}
+chromedriver=${CHROMEDRIVER:-/usr/bin/chromedriver}
+if [[ -x $chromium && -x $chromedriver ]]; then
+  echo "chromium: already installed ($("$chromium" --version 2>/dev/null | head -n 1))"
+else
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    quiet "apt-get update" apt-get update -qq
+    quiet "apt-get install chromium chromium-driver" apt-get install -y -qq chromium chromium-driver
+  fi
+  [[ -x $chromium && -x $chromedriver ]] ||
+    fail "the dashboard tests need $chromium and $chromedriver: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver) or set CHROMIUM and CHROMEDRIVER"
+  echo "chromium: installed ($("$chromium" --version 2>/dev/null | head -n 1))"
 fi

@@ -28,6 +28,7 @@
     socket: null,
     attempts: 0, // failed connections in a row
     everConnected: false,
+    replays: 0, // streams that finished their replay (a second one means a reconnect)
     loaded: false, // the first page of alerts arrived (so `since` is meaningful)
     selectedId: null,
     openCount: null,
@@ -166,8 +167,10 @@
     return true;
   }
 
+  /** Applies a new workflow state to an alert the table shows (others are ignored). */
   function updateAlert(updated) {
     const previous = state.alerts.get(updated.alert_id);
+    if (!previous) return;
     if (previous && previous.status === "open" && updated.status !== "open" && state.openCount !== null) {
       state.openCount = Math.max(0, state.openCount - 1);
     }
@@ -196,6 +199,15 @@
       const record = state.alerts.get(alertId);
       const row = rowOf(alertId);
       if (record && row) row.replaceWith(renderRow(record));
+    }
+  }
+
+  /** After a reconnect: statuses changed meanwhile (updates ride the live stream only). */
+  async function refreshStatuses() {
+    const page = await getJson("/alerts?limit=100");
+    for (const alert of Array.isArray(page.alerts) ? page.alerts : []) {
+      const shown = state.alerts.get(alert.alert_id);
+      if (shown && shown.status !== alert.status) updateAlert(alert);
     }
   }
 
@@ -231,7 +243,11 @@
           renderCounters();
           drawChart();
         }
+      } else if (frame.type === "update" && frame.alert) {
+        updateAlert(frame.alert);
       } else if (frame.type === "replayed") {
+        if (state.replays > 0) refreshStatuses().catch(() => { /* the next reconnect retries */ });
+        state.replays += 1;
         state.attempts = 0;
         if (typeof frame.last_alert_id === "number" && frame.last_alert_id > state.maxId) state.maxId = frame.last_alert_id;
       } else if (frame.type === "lagged") {

@@ -44,6 +44,8 @@ pub struct Application {
     router: Router,
     state: AppState,
     watchdog: tokio::task::JoinHandle<()>,
+    /// Set when serving stops: closes every alert stream.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -73,14 +75,16 @@ impl Application {
             settings.http.rate_window,
         );
         let windows = WindowStore::new(redis.clone(), &settings.redis.key_prefix, &settings.scoring);
-        let alerts =
-            stream::AlertFeed::start(&settings.redis).await.context("subscribing to the alert channel")?;
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
+        let alerts = stream::AlertFeed::start(&settings.redis, closing_rx)
+            .await
+            .context("subscribing to the alert channels")?;
         let state = AppState { pool, redis, gate, windows, publisher, alerts };
         let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("binding {}", settings.api_addr))?;
-        Ok(Self { listener, router: router(state.clone(), &settings.http), state, watchdog })
+        Ok(Self { listener, router: router(state.clone(), &settings.http), state, watchdog, closing })
     }
 
     /// The address actually bound (useful with port 0).
@@ -93,11 +97,18 @@ impl Application {
         self.state.publisher.clone()
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the
-    /// broker connection.
+    /// Serves until `shutdown` resolves, then closes the alert streams (code 1001, so
+    /// clients reconnect elsewhere), finishes in-flight requests and closes the broker
+    /// connection.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(component = "api", %addr, "listening");
+        let closing = self.closing;
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!(component = "api", "shutting down: closing alert streams, finishing requests");
+            closing.send_replace(true);
+        };
         axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
         self.watchdog.abort();
         self.state.publisher.close().await;

@@ -13,7 +13,15 @@
 //!   a send blocks for [`SEND_TIMEOUT`], it gets `{"type": "lagged", "resume_since": N}` and
 //!   the connection closes; reconnecting with `since=N` loses nothing.
 //!
-//! Messages are JSON text frames: `{"type": "alert", "alert": {...}}`,
+//! - Workflow changes: when an analyst acknowledges or resolves an alert on any api replica,
+//!   every connection whose filter admits it gets `{"type": "update", "alert": {...}}` (the
+//!   alert with its new status). These ride pub/sub only; a client that reconnects re-reads
+//!   the statuses it shows from `GET /alerts`.
+//! - Shutdown: when the api stops, every connection is closed with code 1001 (going away) so
+//!   the server does not wait on open sockets and clients reconnect to another replica (or
+//!   this one, restarted) with `since`.
+//!
+//! Messages are JSON text frames: `{"type": "alert", "alert": {...}}`, `update`,
 //! `{"type": "replayed", "last_alert_id": N}` once the replay is done, and `lagged`.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -21,19 +29,19 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use axum::{
     extract::{
         Query, State,
-        ws::{Message, WebSocket, WebSocketUpgrade},
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code},
     },
     response::Response,
 };
 use deadpool_postgres::Pool;
-use fraudsense_actors::outbox::AlertEvent;
+use fraudsense_actors::{outbox::AlertEvent, store::alerts::AlertRecord};
 use fred::{
-    clients::SubscriberClient,
+    clients::{Client, SubscriberClient},
     interfaces::{ClientLike, EventInterface, PubsubInterface},
 };
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::{problem::ApiError, state::AppState};
 
@@ -48,17 +56,32 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Alerts per replay query.
 const PAGE: i64 = 500;
 
+/// One item of the live feed.
+#[derive(Debug)]
+pub enum FeedItem {
+    /// A new alert, as a worker published it.
+    Raised(AlertEvent),
+    /// An alert's workflow state changed (acknowledged or resolved) on some api replica.
+    Updated(AlertRecord),
+}
+
 /// The process-wide live feed: one Redis subscription, fanned out to every connection.
 #[derive(Clone)]
 pub struct AlertFeed {
-    tx: broadcast::Sender<Arc<AlertEvent>>,
+    tx: broadcast::Sender<Arc<FeedItem>>,
     _subscriber: SubscriberClient,
+    /// `{p}alerts.updates`: where acknowledgements and resolutions are announced.
+    updates_channel: String,
+    /// Flips to `true` when the api shuts down: every connection closes.
+    closing: watch::Receiver<bool>,
 }
 
 impl AlertFeed {
-    /// Subscribes to the deployment's alert channel (re-subscribing after reconnects).
+    /// Subscribes to the deployment's alert and update channels (re-subscribing after
+    /// reconnects). Connections close once `closing` turns `true`.
     pub async fn start(
         settings: &fraudsense_actors::settings::RedisSettings,
+        closing: watch::Receiver<bool>,
     ) -> Result<Self, fred::error::Error> {
         use fred::types::{
             Builder,
@@ -70,7 +93,9 @@ impl AlertFeed {
             .build_subscriber_client()?;
         subscriber.init().await?;
         let _resubscribe = subscriber.manage_subscriptions();
-        subscriber.subscribe(format!("{}alerts", settings.key_prefix)).await?;
+        let alerts_channel = format!("{}alerts", settings.key_prefix);
+        let updates_channel = format!("{}alerts.updates", settings.key_prefix);
+        subscriber.subscribe(vec![alerts_channel.clone(), updates_channel.clone()]).await?;
         let (tx, _) = broadcast::channel(FEED_CAPACITY);
         let mut messages = subscriber.message_rx();
         let sender = tx.clone();
@@ -79,12 +104,21 @@ impl AlertFeed {
                 match messages.recv().await {
                     Ok(message) => {
                         let text: Option<String> = message.value.convert().ok();
-                        match text.as_deref().map(serde_json::from_str::<AlertEvent>) {
-                            Some(Ok(alert)) => {
-                                // No receiver is fine: nobody is watching.
-                                let _ = sender.send(Arc::new(alert));
-                            }
-                            _ => tracing::warn!(component = "stream", "unreadable alert on the channel"),
+                        let text = text.unwrap_or_default();
+                        let item = if *message.channel == *alerts_channel {
+                            serde_json::from_str(&text).map(FeedItem::Raised)
+                        } else {
+                            serde_json::from_str(&text).map(FeedItem::Updated)
+                        };
+                        match item {
+                            // No receiver is fine: nobody is watching.
+                            Ok(item) => drop(sender.send(Arc::new(item))),
+                            Err(error) => tracing::warn!(
+                                component = "stream",
+                                channel = &*message.channel,
+                                %error,
+                                "unreadable message on the alert channels"
+                            ),
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -98,12 +132,24 @@ impl AlertFeed {
                 }
             }
         });
-        Ok(Self { tx, _subscriber: subscriber })
+        Ok(Self { tx, _subscriber: subscriber, updates_channel, closing })
     }
 
-    /// A receiver of every alert published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AlertEvent>> {
+    /// A receiver of every alert and update published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedItem>> {
         self.tx.subscribe()
+    }
+
+    /// Tells every api replica's live clients that `alert` changed. Best effort: the change
+    /// is already committed, and a client that misses it re-reads statuses on reconnect.
+    pub async fn announce(&self, redis: &Client, alert: &AlertRecord) {
+        let body = match serde_json::to_string(alert) {
+            Ok(body) => body,
+            Err(error) => return tracing::warn!(component = "stream", %error, "alert update not encodable"),
+        };
+        if let Err(error) = redis.publish::<i64, _, _>(&self.updates_channel, body).await {
+            tracing::warn!(component = "stream", alert_id = alert.alert_id, %error, "alert update not announced");
+        }
     }
 }
 
@@ -139,9 +185,9 @@ fn rank(risk: &str) -> Option<u8> {
 }
 
 impl Filter {
-    fn admits(&self, alert: &AlertEvent) -> bool {
-        rank(&alert.risk_label).unwrap_or(0) >= self.min_rank
-            && self.account_id.as_ref().is_none_or(|a| *a == alert.account_id)
+    fn admits(&self, risk_label: &str, account_id: &str) -> bool {
+        rank(risk_label).unwrap_or(0) >= self.min_rank
+            && self.account_id.as_ref().is_none_or(|a| a == account_id)
     }
 }
 
@@ -164,8 +210,9 @@ pub async fn stream(
     }
     let filter = Filter { min_rank, account_id: query.account_id };
     let feed = state.alerts.subscribe();
+    let closing = state.alerts.closing.clone();
     let pool = state.pool.clone();
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, pool, feed, filter, since)))
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, pool, feed, closing, filter, since)))
 }
 
 /// Alerts above `after`, oldest first, one page.
@@ -180,19 +227,34 @@ async fn replay_page(
 async fn serve(
     mut socket: WebSocket,
     pool: Pool,
-    mut feed: broadcast::Receiver<Arc<AlertEvent>>,
+    mut feed: broadcast::Receiver<Arc<FeedItem>>,
+    mut closing: watch::Receiver<bool>,
     filter: Filter,
     since: i64,
 ) {
     metrics::gauge!("alert_stream_clients").increment(1.0);
     let mut conn = Connection { sent: HashSet::new(), cursor: since, filter };
-    let outcome = conn.run(&mut socket, &pool, &mut feed).await;
-    if let Err(reason) = outcome {
-        tracing::debug!(component = "stream", reason, "alert stream closed");
-    }
-    let _ = socket.send(Message::Close(None)).await;
+    let outcome = tokio::select! {
+        outcome = conn.run(&mut socket, &pool, &mut feed) => outcome,
+        _ = closing.wait_for(|closing| *closing) => Err(GOING_AWAY),
+    };
+    let close = match outcome {
+        Err(GOING_AWAY) => Some(CloseFrame {
+            code: close_code::AWAY,
+            reason: "server shutting down; reconnect with since".into(),
+        }),
+        Err(reason) => {
+            tracing::debug!(component = "stream", reason, "alert stream closed");
+            None
+        }
+        Ok(()) => None,
+    };
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(close))).await;
     metrics::gauge!("alert_stream_clients").decrement(1.0);
 }
+
+/// Why a connection ends when the api stops.
+const GOING_AWAY: &str = "going away";
 
 struct Connection {
     /// Ids already sent on this connection (dedupe across replay, catch-up and live).
@@ -204,15 +266,31 @@ struct Connection {
 
 impl Connection {
     async fn send(&mut self, socket: &mut WebSocket, alert: &AlertEvent) -> Result<(), &'static str> {
-        if !self.filter.admits(alert) || !self.sent.insert(alert.alert_id) {
+        if !self.filter.admits(&alert.risk_label, &alert.account_id) || !self.sent.insert(alert.alert_id) {
             return Ok(());
         }
         let text = json!({"type": "alert", "alert": alert}).to_string();
+        let sent = self.send_text(socket, text).await;
+        if sent.is_err() {
+            self.sent.remove(&alert.alert_id);
+        }
+        sent
+    }
+
+    /// Passes on a workflow change to an alert this connection may show.
+    async fn update(&mut self, socket: &mut WebSocket, alert: &AlertRecord) -> Result<(), &'static str> {
+        if !self.filter.admits(&alert.risk_label, &alert.account_id) {
+            return Ok(());
+        }
+        self.send_text(socket, json!({"type": "update", "alert": alert}).to_string()).await
+    }
+
+    /// One frame within [`SEND_TIMEOUT`]; a client that cannot take it is told it lagged.
+    async fn send_text(&mut self, socket: &mut WebSocket, text: String) -> Result<(), &'static str> {
         match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err("client gone"),
             Err(_) => {
-                self.sent.remove(&alert.alert_id);
                 self.lagged(socket).await;
                 Err("client too slow")
             }
@@ -248,7 +326,7 @@ impl Connection {
         &mut self,
         socket: &mut WebSocket,
         pool: &Pool,
-        feed: &mut broadcast::Receiver<Arc<AlertEvent>>,
+        feed: &mut broadcast::Receiver<Arc<FeedItem>>,
     ) -> Result<(), &'static str> {
         self.catch_up(socket, pool).await?;
         let done = json!({"type": "replayed", "last_alert_id": self.cursor}).to_string();
@@ -263,7 +341,10 @@ impl Connection {
                     Some(Ok(_)) => silent_pings = 0,
                 },
                 live = feed.recv() => match live {
-                    Ok(alert) => self.send(socket, &alert).await?,
+                    Ok(item) => match &*item {
+                        FeedItem::Raised(alert) => self.send(socket, alert).await?,
+                        FeedItem::Updated(alert) => self.update(socket, alert).await?,
+                    },
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         self.lagged(socket).await;
                         return Err("fell behind the live feed");

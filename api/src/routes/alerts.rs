@@ -270,6 +270,7 @@ pub async fn ack(
     let alert = alerts::acknowledge(&state.pool, id, &actor).await.map_err(store_failed)?;
     let alert = alert.ok_or(ApiError::NotFound("alert"))?;
     tracing::info!(actor, acknowledged_by = alert.acknowledged_by.as_deref(), "alert acknowledged");
+    state.alerts.announce(&state.redis, &alert).await;
     Ok(Json(alert))
 }
 
@@ -377,6 +378,7 @@ pub async fn resolve(
     match alerts::resolve(&state.pool, id, request.resolution, &actor).await.map_err(store_failed)? {
         Resolution::Resolved(alert) => {
             tracing::info!(actor, resolution = request.resolution.as_str(), "alert resolved");
+            state.alerts.announce(&state.redis, &alert).await;
             Ok(Json(alert))
         }
         Resolution::Conflict(alert) => Err(conflict(id, alert.resolution.unwrap_or(request.resolution))),

@@ -15,8 +15,8 @@ pub struct Pipeline {
     pub env: TestEnv,
     pub http: reqwest::Client,
     pub node: Option<Node>,
-    stop_api: oneshot::Sender<()>,
-    served: JoinHandle<std::io::Result<()>>,
+    /// The running api: how to stop it, and its serving task.
+    serving: Option<(oneshot::Sender<()>, JoinHandle<std::io::Result<()>>)>,
 }
 
 /// Starts the api and a worker node.
@@ -35,13 +35,20 @@ pub async fn spawn_api_only() -> Pipeline {
 pub async fn spawn_api_only_with(configure: impl FnOnce(&mut fraudsense_actors::Settings)) -> Pipeline {
     let mut env = TestEnv::new().await.unwrap_or_else(|e| panic!("test env: {e:#}"));
     configure(&mut env.settings);
-    let app = Application::build(env.settings.clone()).await.unwrap_or_else(|e| panic!("api build: {e:#}"));
+    let (api, serving) = serve_api(env.settings.clone()).await;
+    Pipeline { api, env, http: reqwest::Client::new(), node: None, serving: Some(serving) }
+}
+
+async fn serve_api(
+    settings: fraudsense_actors::Settings,
+) -> (SocketAddr, (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>)) {
+    let app = Application::build(settings).await.unwrap_or_else(|e| panic!("api build: {e:#}"));
     let api = app.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let (stop_api, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    Pipeline { api, env, http: reqwest::Client::new(), node: None, stop_api, served }
+    (api, (stop_api, served))
 }
 
 pub fn transaction(id: &str, account: &str, amount: &str, at: &str) -> Value {
@@ -66,6 +73,26 @@ impl Pipeline {
     pub async fn start_worker_with(&mut self, settings: fraudsense_actors::Settings) {
         let node = Node::start(settings).await.unwrap_or_else(|e| panic!("worker start: {e:#}"));
         self.node = Some(node);
+    }
+
+    /// Stops the api the way SIGTERM does and waits until it has finished serving.
+    pub async fn stop_api(&mut self) {
+        if let Some((stop, served)) = self.serving.take() {
+            let _ = stop.send(());
+            let finished = tokio::time::timeout(DEADLINE, served).await;
+            let served = finished.unwrap_or_else(|_| panic!("the api did not stop within {DEADLINE:?}"));
+            served.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("api: {e}"));
+        }
+    }
+
+    /// Starts the api again on the address it had.
+    pub async fn start_api(&mut self) {
+        assert!(self.serving.is_none(), "the api is running");
+        let mut settings = self.env.settings.clone();
+        settings.api_addr = self.api;
+        let (api, serving) = serve_api(settings).await;
+        assert_eq!(api, self.api);
+        self.serving = Some(serving);
     }
 
     pub async fn stop_worker(&mut self) {
@@ -173,8 +200,10 @@ impl Pipeline {
         if let Some(node) = self.node {
             node.stop().await;
         }
-        let _ = self.stop_api.send(());
-        let _ = self.served.await;
+        if let Some((stop, served)) = self.serving {
+            let _ = stop.send(());
+            let _ = served.await;
+        }
         self.env.cleanup().await.unwrap_or_else(|e| panic!("cleanup: {e:#}"));
     }
 }

@@ -3,7 +3,9 @@
 
 mod accounts;
 mod alerts;
+mod browser;
 mod cluster;
+mod dashboard;
 mod dlq;
 mod helpers;
 mod models;

@@ -108,3 +108,50 @@ async fn since_replays_what_a_client_missed_and_filters_apply() {
     assert!(refused.is_err());
     p.teardown().await;
 }
+
+#[tokio::test]
+async fn workflow_changes_reach_every_client_and_a_stopping_api_closes_its_streams() {
+    let mut p = spawn_pipeline().await;
+    let mut everyone = connect(&p, "").await;
+    let mut one_account = connect(&p, "?account_id=acct-upd-2").await;
+    replayed(&mut everyone).await;
+    replayed(&mut one_account).await;
+    high(&p, "upd-1", "acct-upd-1").await;
+    let id = next_alert(&mut everyone).await["alert_id"].as_i64().unwrap_or_default();
+
+    let ack = p
+        .http
+        .post(format!("http://{}/alerts/{id}/ack", p.api))
+        .header("X-Actor", "alice")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ack.status().as_u16(), 200);
+    let update = next(&mut everyone).await;
+    assert_eq!(update["type"], "update", "{update}");
+    assert_eq!(update["alert"]["alert_id"], id);
+    assert_eq!(update["alert"]["status"], "acknowledged");
+    assert_eq!(update["alert"]["acknowledged_by"], "alice");
+
+    // The filtered client saw neither the alert nor its update: its next message is its own account's.
+    high(&p, "upd-2", "acct-upd-2").await;
+    assert_eq!(next_alert(&mut one_account).await["transaction_id"], "upd-2");
+    assert_eq!(next_alert(&mut everyone).await["transaction_id"], "upd-2");
+
+    // Stopping the api does not wait on open streams: each is closed as "going away".
+    p.stop_api().await;
+    for socket in [&mut everyone, &mut one_account] {
+        let closed = loop {
+            let message =
+                tokio::time::timeout(DEADLINE, socket.next()).await.unwrap_or_else(|_| panic!("no close"));
+            match message {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let code = closed.map(|f| u16::from(f.code));
+        assert_eq!(code, Some(1001), "going away");
+    }
+    p.teardown().await;
+}
