@@ -93,3 +93,20 @@ else
     fail "the dashboard tests need $chromium and $chromedriver: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver) or set CHROMIUM and CHROMEDRIVER"
   echo "chromium: installed ($("$chromium" --version 2>/dev/null | head -n 1))"
 fi
+
+# --- promtool for the monitoring tests (infra/prometheus) ---
+# PROMTOOL points the tests at another binary (then nothing is installed). Debian ships promtool
+# in the prometheus package, which also installs a Prometheus service; no test uses it.
+promtool=${PROMTOOL:-$(command -v promtool 2>/dev/null || echo /usr/bin/promtool)}
+if [[ -x $promtool ]]; then
+  echo "promtool: already installed ($("$promtool" --version 2>/dev/null | head -n 1))"
+else
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    quiet "apt-get update" apt-get update -qq
+    quiet "apt-get install prometheus" apt-get install -y -qq prometheus
+  fi
+  [[ -x $promtool ]] ||
+    fail "the monitoring tests need $promtool: install Debian's prometheus package (apt-get install prometheus) or set PROMTOOL"
+  echo "promtool: installed ($("$promtool" --version 2>/dev/null | head -n 1))"
+fi

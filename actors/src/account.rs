@@ -2,6 +2,7 @@
 //! strictly in order while different accounts proceed in parallel.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
 use crate::{features::WindowStore, job::Job, scorer::ScorerMsg};
 
@@ -47,7 +48,15 @@ impl Actor for AccountActor {
         state: &mut AccountArgs,
     ) -> Result<(), ActorProcessingErr> {
         let AccountMsg::Observe(job) = msg;
-        let features = match state.windows.observe(&job.event.transaction).await {
+        // ractor runs this handler inside the job's span (it was current when the job was sent).
+        let windows = tracing::info_span!(
+            "redis windows",
+            component = "account",
+            otel.kind = "client",
+            db.system = "redis",
+            db.operation.name = "EVALSHA",
+        );
+        let features = match state.windows.observe(&job.event.transaction).instrument(windows).await {
             Ok(features) => Some(features),
             Err(error) => {
                 // Users want a decision in the payment path more than a perfect one: score on

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
 use crate::{
     job::{Job, Settlement},
@@ -134,9 +135,16 @@ async fn flush(state: &mut AlertState) {
     if state.batch.is_empty() {
         return;
     }
-    let pairs: Vec<_> = state.batch.iter().map(|(job, decision)| (&job.event, decision)).collect();
+    let rows: Vec<_> = state.batch.iter().map(|(job, decision)| decided(job, decision)).collect();
+    // Each transaction's trace gets a span for the commit that made its decision durable;
+    // the statements themselves appear under the first one's.
+    let spans: Vec<_> = state.batch.iter().map(|(job, _)| commit_span(job, rows.len())).collect();
+    let statements = spans.first().cloned().unwrap_or_else(tracing::Span::none);
     let started = std::time::Instant::now();
-    match store::record_decisions(&state.args.pool, &state.args.node_id, &pairs).await {
+    let committed =
+        store::record_decisions(&state.args.pool, &state.args.node_id, &rows).instrument(statements).await;
+    drop(spans);
+    match committed {
         Ok(recorded) => {
             if state.failures > 0 {
                 tracing::info!(component = "alert", attempts = state.failures + 1, "commit succeeded again");
@@ -178,8 +186,11 @@ async fn isolate(state: &mut AlertState) {
     let batch = std::mem::take(&mut state.batch);
     let (mut committed, mut refused) = (Vec::new(), Vec::new());
     for (job, decision) in batch {
-        match store::record_decisions(&state.args.pool, &state.args.node_id, &[(&job.event, &decision)]).await
-        {
+        let one = [decided(&job, &decision)];
+        let recorded = store::record_decisions(&state.args.pool, &state.args.node_id, &one)
+            .instrument(commit_span(&job, 1))
+            .await;
+        match recorded {
             Ok(recorded) => {
                 if let Some(recorded) = recorded.first() {
                     account_for(&job, &decision, recorded);
@@ -208,8 +219,20 @@ async fn isolate(state: &mut AlertState) {
     Job::settle_all(refused, Settlement::Retry);
 }
 
+/// What the store records for one job.
+fn decided<'a>(job: &'a Job, decision: &'a Decision) -> store::Decided<'a> {
+    store::Decided { event: &job.event, decision, traceparent: job.traceparent.as_deref() }
+}
+
+/// The span, in `job`'s trace, of the commit that records it with `batch - 1` others.
+fn commit_span(job: &Job, batch: usize) -> tracing::Span {
+    tracing::info_span!(parent: &job.span, "commit decisions", component = "alert", db.system = "postgresql", batch)
+}
+
 /// Metrics and the alert log line for one committed decision.
 fn account_for(job: &Job, decision: &Decision, recorded: &store::Recorded) {
+    // Log lines go to the job's trace whichever job's message triggered the flush.
+    let _in_trace = job.span.enter();
     let tx = &job.event.transaction;
     if recorded.new_transaction {
         let label = decision.risk_label.as_str();

@@ -19,7 +19,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::settings::BalanceSettings;
 
 /// Who consumes one shard, as the management API reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,6 +71,22 @@ pub struct ApiConsumer {
 pub struct ApiQueue {
     /// Queue name.
     pub name: String,
+}
+
+/// GETs `/api/{path}` from the RabbitMQ management API with the node's credentials.
+pub async fn management_get<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    balance: &BalanceSettings,
+    path: &str,
+) -> Result<T, reqwest::Error> {
+    let url = format!("{}/api/{path}", balance.url.trim_end_matches('/'));
+    http.get(url)
+        .basic_auth(&balance.user, Some(balance.password.expose_secret()))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
 }
 
 /// Turns the management API's consumer list into one view per shard queue.

@@ -235,13 +235,18 @@ impl Actor for ConsumerActor {
                         return Ok(());
                     }
                 };
+                let span = job_span(&event, properties.headers().as_ref(), state.shards.get(shard));
                 state.outstanding.insert(delivery_tag, Pending { shard, data, properties });
                 if let Some(s) = state.shards.get_mut(shard) {
                     s.in_flight += 1;
                 }
                 let account = self.account(&myself, state, &event.transaction.account_id).await?;
-                let job = Job::new(event, delivery_tag, myself.clone());
-                if let Err(error) = account.cast(AccountMsg::Observe(job)) {
+                let job = Job::new(event, delivery_tag, myself.clone(), span.clone());
+                // Sent inside the job's span, so the account actor (and every actor after it)
+                // handles the job in that span.
+                let sent =
+                    span.in_scope(|| account.cast(AccountMsg::Observe(job)).map_err(|e| e.to_string()));
+                if let Err(error) = sent {
                     return Err(format!("account actor unavailable: {error}").into());
                 }
                 Ok(())
@@ -258,6 +263,7 @@ impl Actor for ConsumerActor {
             }
             ConsumerMsg::Balance => {
                 if let (Some(balance), None) = (&state.args.balance, &state.draining) {
+                    crate::backlog::spawn_report(&state.http, balance, &state.args.topology);
                     let http = state.http.clone();
                     let balance = balance.clone();
                     let queues = state.args.topology.shard_queues.clone();
@@ -480,21 +486,39 @@ async fn cancel(state: &mut ConsumerState, shard: usize) -> Result<(), ActorProc
     Ok(())
 }
 
+/// The span of one delivery's whole processing, continuing the trace whose context the
+/// message headers carry (the api's publish).
+fn job_span(
+    event: &TransactionCreated,
+    headers: Option<&FieldTable>,
+    shard: Option<&Shard>,
+) -> tracing::Span {
+    let tx = &event.transaction;
+    let span = tracing::info_span!(
+        "process_transaction",
+        component = "worker",
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = shard.map(|s| s.queue.as_str()).unwrap_or_default(),
+        transaction_id = %tx.transaction_id,
+        account_id = %tx.account_id,
+    );
+    let parent = crate::telemetry::propagation::extract_amqp(headers);
+    if opentelemetry::trace::TraceContextExt::has_active_span(&parent) {
+        // Fails only without a tracing subscriber, when there is no trace to join.
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
+    span
+}
+
 /// Who consumes which shard, from the management API.
 pub(crate) async fn fetch_views(
     http: &reqwest::Client,
     balance: &BalanceSettings,
     queues: &[String],
 ) -> Result<Vec<ShardView>, reqwest::Error> {
-    let url = format!("{}/api/consumers/{}", balance.url.trim_end_matches('/'), balance.vhost_path());
-    let consumers: Vec<balance::ApiConsumer> = http
-        .get(url)
-        .basic_auth(&balance.user, Some(balance.password.expose_secret()))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let path = format!("consumers/{}", balance.vhost_path());
+    let consumers: Vec<balance::ApiConsumer> = balance::management_get(http, balance, &path).await?;
     Ok(balance::views(queues, &consumers))
 }
 

@@ -17,6 +17,11 @@ pub struct Job {
     pub tag: u64,
     /// The consumer that owns the channel the delivery came on.
     consumer: ActorRef<ConsumerMsg>,
+    /// The job's span (`process_transaction`), a child of the api's trace; it ends when
+    /// the job is settled and dropped. Actors work inside it, so their spans join the trace.
+    pub span: tracing::Span,
+    /// That span's W3C `traceparent`, stored with the transaction.
+    pub traceparent: Option<String>,
 }
 
 /// How a batch of deliveries is to be settled.
@@ -30,9 +35,15 @@ pub enum Settlement {
 }
 
 impl Job {
-    /// A job for delivery `tag` on `consumer`'s channel.
-    pub fn new(event: TransactionCreated, tag: u64, consumer: ActorRef<ConsumerMsg>) -> Self {
-        Self { event, tag, consumer }
+    /// A job for delivery `tag` on `consumer`'s channel, traced by `span`.
+    pub fn new(
+        event: TransactionCreated,
+        tag: u64,
+        consumer: ActorRef<ConsumerMsg>,
+        span: tracing::Span,
+    ) -> Self {
+        let traceparent = crate::telemetry::propagation::traceparent(&span);
+        Self { event, tag, consumer, span, traceparent }
     }
 
     /// The client's transaction id, for logs.

@@ -44,6 +44,7 @@
 
 pub mod account;
 pub mod alert;
+pub mod backlog;
 pub mod backoff;
 pub mod balance;
 pub mod consumer;

@@ -23,6 +23,7 @@ use lapin::{
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinHandle};
+use tracing::Instrument;
 
 use crate::{backoff, settings::Settings, store::StoreError, topology::Topology};
 
@@ -73,7 +74,7 @@ impl AlertEvent {
 /// The columns of an [`AlertEvent`], in [`event`]'s order.
 const EVENT_COLUMNS: &str =
     "a.alert_id, a.transaction_id, a.account_id, t.merchant_id, trim_scale(t.amount)::text,
-     t.currency, a.risk_label, a.score, a.reason, a.threshold, a.created_at";
+     t.currency, a.risk_label, a.score, a.reason, a.threshold, a.created_at, t.traceparent";
 
 fn event(r: &tokio_postgres::Row) -> AlertEvent {
     AlertEvent {
@@ -88,12 +89,19 @@ fn event(r: &tokio_postgres::Row) -> AlertEvent {
         reasons: r.get::<_, &str>(8).split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
         threshold: r.get(9),
         created_at: r.get(10),
-        trace_id: None,
+        trace_id: r.get::<_, Option<&str>>(11).and_then(crate::telemetry::propagation::trace_id_of),
     }
 }
 
+/// An alert with the `traceparent` of the span that decided its transaction.
+fn traced(r: &tokio_postgres::Row) -> (AlertEvent, Option<String>) {
+    (event(r), r.get(11))
+}
+
 /// Reads up to [`BATCH`] unpublished alerts, locking them for this publisher.
-async fn pending(db: &deadpool_postgres::Transaction<'_>) -> Result<Vec<AlertEvent>, StoreError> {
+async fn pending(
+    db: &deadpool_postgres::Transaction<'_>,
+) -> Result<Vec<(AlertEvent, Option<String>)>, StoreError> {
     let rows = db
         .query(
             &format!(
@@ -103,7 +111,7 @@ async fn pending(db: &deadpool_postgres::Transaction<'_>) -> Result<Vec<AlertEve
             &[&BATCH],
         )
         .await?;
-    Ok(rows.iter().map(event).collect())
+    Ok(rows.iter().map(traced).collect())
 }
 
 /// Committed alerts with an id above `after`, oldest first, at most `limit`: what a
@@ -171,13 +179,30 @@ async fn publish_pending(
         if alerts.is_empty() {
             return Ok(total);
         }
-        for alert in &alerts {
+        for (alert, traceparent) in &alerts {
+            // The publish joins the trace that decided the transaction, and passes it on.
+            let span = tracing::info_span!(
+                "publish alert",
+                component = "outbox",
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.destination.name = %topology.alerts_exchange,
+                alert_id = alert.alert_id,
+                transaction_id = %alert.transaction_id,
+            );
+            if let Some(traceparent) = traceparent {
+                let parent = crate::telemetry::propagation::context_of(traceparent);
+                let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+            }
+            let mut headers = lapin::types::FieldTable::default();
+            crate::telemetry::propagation::inject_amqp(&span, &mut headers);
             let body = serde_json::to_vec(alert).map_err(|e| OutboxError::Broker(e.to_string()))?;
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(alert.alert_id.to_string().into())
-                .with_type("alert.created".into());
+                .with_type("alert.created".into())
+                .with_headers(headers);
             let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, async {
                 channel
                     .basic_publish(
@@ -190,14 +215,15 @@ async fn publish_pending(
                     .await?
                     .await
             })
+            .instrument(span.clone())
             .await
             .map_err(|_| OutboxError::Broker("no confirm in time".into()))??;
             if matches!(confirm, Confirmation::Nack(_)) {
                 return Err(OutboxError::Broker("alert nacked".into()));
             }
-            let _: i64 = redis.publish(redis_channel, body).await?;
+            let _: i64 = redis.publish(redis_channel, body).instrument(span).await?;
         }
-        let ids: Vec<i64> = alerts.iter().map(|a| a.alert_id).collect();
+        let ids: Vec<i64> = alerts.iter().map(|(a, _)| a.alert_id).collect();
         db.execute("UPDATE alerts SET published_at = now() WHERE alert_id = ANY($1)", &[&ids]).await?;
         db.commit().await?;
         metrics::counter!("alerts_published_total").increment(ids.len() as u64);

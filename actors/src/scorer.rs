@@ -58,8 +58,20 @@ impl Actor for ScorerActor {
         let tx = &job.event.transaction;
         let engine = state.engine.borrow().clone();
         let started = std::time::Instant::now();
-        let decision = engine.decide(tx, features.as_ref());
-        metrics::histogram!("scoring_seconds").record(started.elapsed().as_secs_f64());
+        // ractor runs this handler inside the job's span: this one is its child.
+        let span = tracing::info_span!(
+            "score",
+            component = "scorer",
+            model_version = %engine.model.version,
+            rules_version = %engine.rules.version,
+            risk_label = tracing::field::Empty,
+            score = tracing::field::Empty,
+        );
+        let decision = span.in_scope(|| engine.decide(tx, features.as_ref()));
+        span.record("risk_label", decision.risk_label.as_str());
+        span.record("score", decision.score);
+        drop(span);
+        metrics::histogram!("model_scoring_seconds").record(started.elapsed().as_secs_f64());
         let degraded = if decision.degraded { "true" } else { "false" };
         metrics::counter!("decisions_total", "risk_label" => decision.risk_label.as_str(), "degraded" => degraded)
             .increment(1);

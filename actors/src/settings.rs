@@ -86,6 +86,17 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("MIGRATE_ON_START", "true", "apply database migrations when a binary starts"),
     ("LOG_FORMAT", "json", "json for machines, pretty for a terminal"),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "",
+        "OTLP collector traces are exported to, e.g. http://127.0.0.1:4317 (empty: traces are not exported)",
+    ),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTLP transport: grpc (port 4317) or http/protobuf (port 4318)"),
+    (
+        "OTEL_TRACES_SAMPLER_ARG",
+        "1.0",
+        "fraction of new traces exported, 0 to 1 (a request that arrives sampled stays sampled)",
+    ),
     ("RUST_LOG", "info", "log filter (tracing-subscriber EnvFilter syntax)"),
 ];
 
@@ -243,6 +254,27 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// How traces leave the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (the collector's port 4317).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318, path `/v1/traces`).
+    HttpProtobuf,
+}
+
+/// Trace export. Spans and trace ids exist either way (logs and alerts carry the ids);
+/// only the export is off without an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// The OTLP collector, e.g. `http://jaeger:4317`; `None`: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// The transport to it.
+    pub otlp_protocol: OtlpProtocol,
+    /// Fraction of new traces sampled; a caller's sampling decision is followed.
+    pub sample_ratio: f64,
+}
+
 /// Everything both binaries need to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -270,6 +302,8 @@ pub struct Settings {
     pub migrate_on_start: bool,
     /// Log style.
     pub log_format: LogFormat,
+    /// Trace export.
+    pub tracing: TracingSettings,
 }
 
 impl Settings {
@@ -330,6 +364,26 @@ impl Settings {
                 return Err(SettingsError { var, value, reason: "must be json or pretty".into() });
             }
         };
+        let otlp_endpoint = match get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            (_, v) if v.is_empty() => None,
+            (_, v) if v.starts_with("http://") || v.starts_with("https://") => Some(v),
+            (var, value) => {
+                return Err(SettingsError { var, value, reason: "must be an http(s) URL or empty".into() });
+            }
+        };
+        let otlp_protocol = match get("OTEL_EXPORTER_OTLP_PROTOCOL") {
+            (_, v) if v == "grpc" => OtlpProtocol::Grpc,
+            (_, v) if v == "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            (var, value) => {
+                return Err(SettingsError { var, value, reason: "must be grpc or http/protobuf".into() });
+            }
+        };
+        let (var, value) = get("OTEL_TRACES_SAMPLER_ARG");
+        let sample_ratio = match value.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => r,
+            _ => return Err(SettingsError { var, value, reason: "must be a number from 0 to 1".into() }),
+        };
+        let tracing = TracingSettings { otlp_endpoint, otlp_protocol, sample_ratio };
         Ok(Self {
             api_addr: parse(get("FRAUDSENSE_API_ADDR"))?,
             worker_addr: parse(get("FRAUDSENSE_WORKER_ADDR"))?,
@@ -378,6 +432,7 @@ impl Settings {
             scoring,
             migrate_on_start: parse(get("MIGRATE_ON_START"))?,
             log_format,
+            tracing,
         })
     }
 
@@ -478,6 +533,30 @@ mod tests {
     }
 
     #[test]
+    fn tracing_is_off_by_default_and_reads_the_standard_otel_variables() {
+        let off = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}")).tracing;
+        assert_eq!((off.otlp_endpoint, off.otlp_protocol, off.sample_ratio), (None, OtlpProtocol::Grpc, 1.0));
+        let on = Settings::from_lookup(|k| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://jaeger:4318".into()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/protobuf".into()),
+            "OTEL_TRACES_SAMPLER_ARG" => Some("0.25".into()),
+            _ => None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+        .tracing;
+        assert_eq!(on.otlp_endpoint.as_deref(), Some("http://jaeger:4318"));
+        assert_eq!((on.otlp_protocol, on.sample_ratio), (OtlpProtocol::HttpProtobuf, 0.25));
+        for (var, bad) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "jaeger:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ] {
+            let err = Settings::from_lookup(|k| (k == var).then(|| bad.into())).err().map(|e| e.var);
+            assert_eq!(err, Some(var));
+        }
+    }
+
+    #[test]
     fn secrets_are_not_echoed() {
         let err = Settings::from_lookup(|k| (k == "DATABASE_URL").then(|| "hunter2".into()))
             .err()
@@ -500,7 +579,8 @@ mod readme {
         let rows: Vec<&str> =
             section.lines().filter(|l| l.starts_with("| `") && l.matches('|').count() == 4).collect();
         for (var, default, _) in VARIABLES {
-            let row = format!("| `{var}` | `{default}` |");
+            let shown = if default.is_empty() { "(unset)".to_owned() } else { format!("`{default}`") };
+            let row = format!("| `{var}` | {shown} |");
             assert!(rows.iter().any(|r| r.starts_with(&row)), "README lacks the row {row}");
         }
         assert_eq!(rows.len(), VARIABLES.len(), "README documents variables the code does not read");

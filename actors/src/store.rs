@@ -3,6 +3,7 @@
 use deadpool_postgres::{Config, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
 use serde_json::Value;
 use tokio_postgres::NoTls;
+use tracing::Instrument;
 
 use crate::{
     events::TransactionCreated,
@@ -85,6 +86,31 @@ pub struct Recorded {
     pub alert_id: Option<i64>,
 }
 
+/// One decision to record, with the trace it was made in.
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    /// The transaction as it arrived.
+    pub event: &'a TransactionCreated,
+    /// What the engine decided.
+    pub decision: &'a Decision,
+    /// The W3C `traceparent` of the span that decided it, stored with the transaction.
+    pub traceparent: Option<&'a str>,
+}
+
+/// The span of one SQL statement (OpenTelemetry database conventions); `rows` is how many
+/// rows the statement carries.
+pub fn sql_span(operation: &'static str, table: &'static str, rows: usize) -> tracing::Span {
+    tracing::info_span!(
+        "sql",
+        otel.name = %if table.is_empty() { operation.to_owned() } else { format!("{operation} {table}") },
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = table,
+        db.batch.size = rows,
+    )
+}
+
 /// Records a batch of decisions — transactions, scores and (for HIGH risk) alerts — in one
 /// PostgreSQL transaction with one multi-row statement per table (group commit).
 /// Idempotent on `transaction_id`: a redelivery, even within the same batch, changes
@@ -92,7 +118,7 @@ pub struct Recorded {
 pub async fn record_decisions(
     pool: &Pool,
     node: &str,
-    batch: &[(&TransactionCreated, &Decision)],
+    batch: &[Decided<'_>],
 ) -> Result<Vec<Recorded>, StoreError> {
     let encode =
         |what, v: Result<Value, serde_json::Error>| v.map_err(|source| StoreError::Encode { what, source });
@@ -125,8 +151,10 @@ pub async fn record_decisions(
     let mut thresholds = Vec::new();
     let (mut alert_ids, mut alert_accounts, mut alert_labels, mut alert_scores, mut alert_reasons) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (event, decision) in batch {
+    let mut traceparents = Vec::with_capacity(n);
+    for Decided { event, decision, traceparent } in batch {
         let tx = &event.transaction;
+        traceparents.push(*traceparent);
         ids.push(tx.transaction_id.as_str());
         accounts.push(tx.account_id.as_str());
         amounts.push(tx.amount);
@@ -173,10 +201,10 @@ pub async fn record_decisions(
     let inserted: std::collections::HashSet<String> = db
         .query(
             "INSERT INTO transactions (transaction_id, account_id, amount, currency, occurred_at,
-                 merchant_id, geo_lat, geo_lon, country, channel, metadata, raw, received_at)
+                 merchant_id, geo_lat, geo_lon, country, channel, metadata, raw, received_at, traceparent)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::numeric[], $4::text[], $5::timestamptz[],
                  $6::text[], $7::float8[], $8::float8[], $9::text[], $10::text[], $11::jsonb[], $12::jsonb[],
-                 $13::timestamptz[])
+                 $13::timestamptz[], $14::text[])
              ON CONFLICT (transaction_id) DO NOTHING
              RETURNING transaction_id",
             &[
@@ -193,8 +221,10 @@ pub async fn record_decisions(
                 &metadata,
                 &raws,
                 &received,
+                &traceparents,
             ],
         )
+        .instrument(sql_span("INSERT", "transactions", n))
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -220,6 +250,7 @@ pub async fn record_decisions(
             &node,
         ],
     )
+    .instrument(sql_span("INSERT", "scores", n))
     .await?;
     if !shadow_ids.is_empty() {
         db.execute(
@@ -228,6 +259,7 @@ pub async fn record_decisions(
              ON CONFLICT (transaction_id, model_version) DO NOTHING",
             &[&shadow_ids, &shadow_models, &shadow_scores, &shadow_labels, &shadow_views],
         )
+        .instrument(sql_span("INSERT", "shadow_scores", shadow_ids.len()))
         .await?;
     }
     let alerts: std::collections::HashMap<String, i64> = if alert_ids.is_empty() {
@@ -240,12 +272,13 @@ pub async fn record_decisions(
              RETURNING transaction_id, alert_id",
             &[&alert_ids, &alert_accounts, &alert_labels, &alert_scores, &alert_reasons, &thresholds],
         )
+        .instrument(sql_span("INSERT", "alerts", alert_ids.len()))
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect()
     };
-    db.commit().await?;
+    db.commit().instrument(sql_span("COMMIT", "", n)).await?;
 
     // Within a batch the first copy of an id is the one that inserted it.
     let mut seen = std::collections::HashSet::new();
@@ -280,6 +313,7 @@ pub async fn transaction_view(pool: &Pool, transaction_id: &str) -> Result<Optio
                 'metadata', t.metadata,
                 'received_at', t.received_at,
                 'processed_at', t.processed_at,
+                'trace_id', split_part(t.traceparent, '-', 2),
                 'status', CASE WHEN s.transaction_id IS NULL THEN 'received' ELSE 'scored' END,
                 'score', CASE WHEN s.transaction_id IS NULL THEN NULL ELSE json_build_object(
                     'model_version', s.model_version,

@@ -469,6 +469,7 @@
       ["Raised", formatTime(alert.created_at)],
       ["Status", alert.status],
       tx ? ["Channel", [tx.channel, tx.country].filter(Boolean).join(" · ")] : ["", null],
+      ["Trace", (tx && tx.trace_id) || alert.trace_id || null],
     ]));
 
     const score = tx && tx.score && typeof tx.score === "object" ? tx.score : null;

@@ -15,7 +15,9 @@ use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
-use fraudsense_actors::{Settings, features::WindowStore, settings::HttpSettings, store, topology::Topology};
+use fraudsense_actors::{
+    Settings, features::WindowStore, settings::HttpSettings, store, telemetry::catalog, topology::Topology,
+};
 use problem::ApiError;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
@@ -24,6 +26,7 @@ use tower_http::trace::TraceLayer;
 pub mod body;
 pub mod dashboard;
 pub mod gate;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod publisher;
@@ -54,6 +57,8 @@ impl Application {
     /// topology and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         fraudsense_actors::telemetry::metrics();
+        catalog::describe();
+        catalog::register(catalog::Binary::Api);
         let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
@@ -156,8 +161,39 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(protect)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(
+            |response: &axum::http::Response<_>, _latency, span: &tracing::Span| {
+                span.record("http.response.status_code", response.status().as_u16());
+            },
+        ))
+        // Outermost, so the 503s of `protect` are counted too; `layer` (unlike a layer on
+        // the finished service) still sees the matched route.
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
+}
+
+/// The span of one HTTP request: a child of the caller's trace when the request carries
+/// W3C `traceparent`, else the root of a new trace.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "http_request",
+        component = "api",
+        otel.name = %format!("HTTP {method}"),
+        otel.kind = "server",
+        http.request.method = method,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let headers = request.headers();
+    let parent = fraudsense_actors::telemetry::propagation::extract(|key| {
+        headers.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    });
+    if opentelemetry::trace::TraceContextExt::has_active_span(&parent) {
+        // Only fails without a tracing subscriber, when there is nothing to join anyway.
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
+    span
 }
 
 async fn openapi_json() -> axum::Json<serde_json::Value> {

@@ -24,7 +24,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env().context("invalid configuration")?;
-    telemetry::init("api", settings.log_format);
+    let telemetry = telemetry::init("api", settings.log_format, &settings.tracing);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(settings).await?;
@@ -36,5 +36,6 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(?applied, "migrations up to date");
         }
     }
+    drop(telemetry);
     Ok(())
 }

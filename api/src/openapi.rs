@@ -192,6 +192,9 @@ pub struct TransactionView {
     /// When the worker recorded it.
     #[schema(format = DateTime)]
     pub processed_at: Option<String>,
+    /// The OpenTelemetry trace (32 hex digits) that carried it from the api to the database:
+    /// search for it in Jaeger.
+    pub trace_id: Option<String>,
     /// The decision, once scored.
     pub score: Option<ScoreView>,
     /// Alerts raised for it.

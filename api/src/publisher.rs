@@ -158,6 +158,19 @@ impl Publisher {
     }
 
     /// Publishes a persistent `transaction.created` and waits for the broker's confirm.
+    /// The message's headers carry this span's W3C trace context to the worker.
+    #[tracing::instrument(
+        name = "publish transaction.created",
+        skip_all,
+        fields(
+            component = "api",
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = %self.inner.topology.transactions_exchange,
+            messaging.rabbitmq.destination.routing_key = TRANSACTION_CREATED,
+            messaging.message.id = %event.transaction.transaction_id,
+        )
+    )]
     pub async fn publish(&self, event: &TransactionCreated) -> Result<(), PublishError> {
         let payload = serde_json::to_vec(event)?;
         let link = self.link().await?;
@@ -171,10 +184,11 @@ impl Publisher {
             .with_message_id(id.into())
             .with_type(TRANSACTION_CREATED.into())
             .with_timestamp(u64::try_from(event.received_at.timestamp()).unwrap_or_default())
-            .with_headers(self.shard_header(event));
+            .with_headers(self.headers(event));
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
         let timeout = self.inner.settings.confirm_timeout;
         let _in_flight = InFlight::enter(&self.inner.in_flight);
+        let started = Instant::now();
         let confirmed = tokio::time::timeout(timeout, async {
             link.channel
                 .basic_publish(
@@ -198,6 +212,7 @@ impl Publisher {
                 Err(PublishError::Unreachable(error.to_string()))
             }
             Ok(Ok(confirmation)) => {
+                metrics::histogram!("amqp_publish_confirm_seconds").record(started.elapsed().as_secs_f64());
                 self.health().timed_out_at = None;
                 match confirmation {
                     Confirmation::Ack(None) => Ok(()),
@@ -209,11 +224,12 @@ impl Publisher {
         }
     }
 
-    /// The header the consistent-hash exchange shards on.
-    fn shard_header(&self, event: &TransactionCreated) -> FieldTable {
+    /// The header the consistent-hash exchange shards on, and the trace context.
+    fn headers(&self, event: &TransactionCreated) -> FieldTable {
         let mut headers = FieldTable::default();
         let key = self.inner.settings.shard_key.value(&event.transaction);
         headers.insert(SHARD_KEY_HEADER.into(), AMQPValue::LongString(key.as_str().into()));
+        fraudsense_actors::telemetry::propagation::inject_amqp(&tracing::Span::current(), &mut headers);
         headers
     }
 

@@ -20,6 +20,7 @@ use fraudsense_actors::{
     outbox::AlertPublisher,
     store,
     supervisor::{Supervisor, SupervisorArgs, SupervisorMsg},
+    telemetry::catalog,
 };
 use ractor::{Actor, ActorRef, ActorStatus};
 use serde_json::{Value, json};
@@ -54,6 +55,8 @@ impl Node {
     /// Connects, migrates if configured, starts the actor tree and the health server.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         fraudsense_actors::telemetry::metrics();
+        catalog::describe();
+        catalog::register(catalog::Binary::Worker);
         let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;

@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env().context("invalid configuration")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            telemetry::init("worker", settings.log_format);
+            let _telemetry = telemetry::init("worker", settings.log_format, &settings.tracing);
             let node = Node::start(settings).await?;
             node.run_until(shutdown_signal()).await;
         }
@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&topology.definitions(&vhost))?);
         }
         Command::Train(args) => {
-            telemetry::init("worker", settings.log_format);
+            let _telemetry = telemetry::init("worker", settings.log_format, &settings.tracing);
             loop {
                 let params = FitParams {
                     forest: iforest::Params {

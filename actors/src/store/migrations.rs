@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "processed_by", include_str!("../../migrations/0004_processed_by.sql")),
     (5, "models_rules", include_str!("../../migrations/0005_models_rules.sql")),
     (6, "alert_workflow", include_str!("../../migrations/0006_alert_workflow.sql")),
+    (7, "trace_context", include_str!("../../migrations/0007_trace_context.sql")),
 ];
 
 /// Arbitrary constant naming our advisory lock ("fraudsen" in ASCII).

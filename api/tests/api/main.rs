@@ -7,6 +7,7 @@ mod dashboard;
 mod health;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod openapi;
 mod properties;
 mod transactions;

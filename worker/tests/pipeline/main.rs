@@ -3,6 +3,7 @@
 
 mod accounts;
 mod alerts;
+mod backlog;
 mod browser;
 mod cluster;
 mod dashboard;
