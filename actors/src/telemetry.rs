@@ -20,7 +20,9 @@ use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, fmt, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 use crate::settings::{LogFormat, OtlpProtocol, TracingSettings};
 
@@ -76,7 +78,12 @@ where
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service_name(component)))
         .with_tracked_inactivity(false)
-        .with_threads(false);
+        .with_threads(false)
+        // ractor wraps each actor's whole life in an `Actor` span: a long root span per
+        // actor is noise in a trace view (work on a job runs in the job's span instead).
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            !(meta.is_span() && meta.name() == "Actor" && meta.target().starts_with("ractor"))
+        }));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = match format {

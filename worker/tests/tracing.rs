@@ -193,6 +193,7 @@ async fn one_trace_runs_from_the_http_request_through_the_broker_and_the_actors_
             collector.spans().iter().map(|s| format!("{} {}", s.name, hex(&s.trace_id))).collect();
         panic!("{e:#}; the collector has {names:?}")
     });
+    assert!(collector.spans().iter().all(|s| s.name != "Actor"), "actor lifetimes are not exported as spans");
     let named =
         |name: &str| spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name} span"));
     // The HTTP span continues the client's; the worker's continues the api's publish
