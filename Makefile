@@ -2,10 +2,19 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help services up down status logs test lint fmt migrate
+.PHONY: help services up down status logs test lint fmt migrate \
+	bench train load compose-up compose-down compose-down-volumes k8s-render
+
+COMPOSE := docker compose -p fraudsense -f infra/docker-compose.yml
+# `make k8s-render OVERLAY=aks` renders another overlay (k8s/overlays/<name>).
+OVERLAY ?= local
+# `make train ARGS='--from-labels --eval-days 7'` passes options to `fraudsense-worker train`.
+ARGS ?=
+# `make bench BENCH=scoring` runs one of the criterion benches in actors/benches.
+BENCH ?=
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-21s %s\n", $$1, $$2}'
 
 services: ## make sure PostgreSQL, Redis and RabbitMQ run locally (installs them on Debian if missing)
 	bash infra/local-services.sh
@@ -39,3 +48,31 @@ fmt: ## format the code
 
 migrate: services ## apply database migrations
 	cargo run --quiet --bin fraudsense-api -- migrate
+
+bench: ## criterion benchmarks of scoring and the Isolation Forest (BENCH=scoring|iforest for one; docs/benchmarks.md)
+	cargo bench -p fraudsense-actors $(if $(BENCH),--bench $(BENCH))
+
+train: ## train a model on generated history and activate it if better; needs Redis + PostgreSQL (ARGS='--from-labels' ...)
+	cargo run --release --bin fraudsense-worker -- train $(ARGS)
+
+load: ## load generator (not available yet: see issue 9)
+	@echo "make load: not available yet: see issue 9 (no load generator exists in this repository)" >&2
+	@exit 1
+
+compose-up: ## build the images and start the whole stack in Docker (infra/docker-compose.yml), print the URLs
+	$(COMPOSE) up -d --build
+	@echo "api          http://127.0.0.1:8080   (/health, /ready, /metrics, /openapi.json)"
+	@echo "dashboard    http://127.0.0.1:8080/dashboard"
+	@echo "RabbitMQ UI  http://127.0.0.1:15672  (fraudsense / fraudsense)"
+	@echo "Grafana      http://127.0.0.1:3000   (admin / admin; FraudSense overview dashboard)"
+	@echo "Jaeger       http://127.0.0.1:16686"
+	@echo "Prometheus   http://127.0.0.1:9090"
+
+compose-down: ## stop the Docker stack (keeps its data volumes)
+	$(COMPOSE) down
+
+compose-down-volumes: ## stop the Docker stack and delete its data volumes
+	$(COMPOSE) down --volumes
+
+k8s-render: ## render the Kubernetes manifests of k8s/overlays/$(OVERLAY) (OVERLAY=local by default, or aks)
+	kubectl kustomize k8s/overlays/$(OVERLAY)

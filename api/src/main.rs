@@ -16,7 +16,8 @@ struct Cli {
 enum Command {
     /// Serve the api (the default).
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations, install the bootstrap model if no model is
+    /// active, and exit.
     Migrate,
 }
 
@@ -33,7 +34,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let pool = store::connect(&settings.database)?;
             let applied = store::migrate(&pool).await.context("applying migrations")?;
-            tracing::info!(?applied, "migrations up to date");
+            store::catalog::ensure_active_model(&pool).await.context("installing the bootstrap model")?;
+            tracing::info!(?applied, "database ready: migrations applied, a model is active");
         }
     }
     drop(telemetry);

@@ -26,6 +26,10 @@ struct Cli {
 enum Command {
     /// Run a worker node (the default).
     Run,
+    /// Prepare the database and exit: apply pending migrations, then install and activate
+    /// the shipped bootstrap model if no model is active (what `MIGRATE_ON_START` does at
+    /// start-up; a cluster runs this once per release instead).
+    Migrate,
     /// Print the RabbitMQ topology for the current settings as a definitions document
     /// (what `infra/rabbitmq/definitions.json` holds for the defaults).
     Topology {
@@ -193,6 +197,15 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = telemetry::init("worker", settings.log_format, &settings.tracing);
             let node = Node::start(settings).await?;
             node.run_until(shutdown_signal()).await;
+        }
+        Command::Migrate => {
+            let _telemetry = telemetry::init("worker", settings.log_format, &settings.tracing);
+            let pool = fraudsense_actors::store::connect(&settings.database)?;
+            let applied = fraudsense_actors::store::migrate(&pool).await.context("applying migrations")?;
+            fraudsense_actors::store::catalog::ensure_active_model(&pool)
+                .await
+                .context("installing the bootstrap model")?;
+            tracing::info!(?applied, "database ready: migrations applied, a model is active");
         }
         Command::Topology { vhost } => {
             let topology = fraudsense_actors::topology::Topology::from_settings(&settings.amqp);
