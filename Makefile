@@ -55,9 +55,10 @@ bench: ## criterion benchmarks of scoring and the Isolation Forest (BENCH=scorin
 train: ## train a model on generated history and activate it if better; needs Redis + PostgreSQL (ARGS='--from-labels' ...)
 	cargo run --release --bin fraudsense-worker -- train $(ARGS)
 
-load: ## load generator (not available yet: see issue 9)
-	@echo "make load: not available yet: see issue 9 (no load generator exists in this repository)" >&2
-	@exit 1
+RATE ?= 1000
+DURATION ?= 20
+load: ## open-loop load against the running api (make up first): RATE=tx/s DURATION=s [LOAD_ARGS='--fraud-mix 0.1 --json out.json']
+	cargo run --quiet --release --bin fraudsense-load -- --rate $(RATE) --duration $(DURATION) $(LOAD_ARGS)
 
 compose-up: ## build the images and start the whole stack in Docker (infra/docker-compose.yml), print the URLs
 	$(COMPOSE) up -d --build

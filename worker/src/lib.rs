@@ -8,6 +8,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 pub mod dlq;
+pub mod load;
 pub mod models;
 
 use anyhow::Context;

@@ -1,0 +1,123 @@
+//! `fraudsense-load`: open-loop load generator for a local FraudSense api (see
+//! `fraudsense_worker::load`). Prints a table (stdout), optionally writes the same report as
+//! JSON; progress and warnings go to stderr.
+//!
+//! Exit codes: 0 the run completed (even with request errors: it is a measuring tool),
+//! 2 misuse (bad flag, non-local target), 3 the api was unreachable before the run,
+//! 1 anything else that stopped the run from starting (configuration, PostgreSQL).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use fraudsense_actors::{Settings, settings::LogFormat, store, telemetry};
+use fraudsense_worker::load::{self, ApiTarget, LoadConfig, LoadError, MAX_DURATION_SECS, RateLimit};
+use secrecy::SecretString;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Open-loop load generator for a local FraudSense api: constant arrival rate, \
+             POST / decision / alert latency percentiles"
+)]
+struct Cli {
+    /// The api (only 127.0.0.1, localhost or [::1]).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Requests per second, sent on schedule whether or not earlier ones answered.
+    #[arg(long)]
+    rate: f64,
+    /// Seconds of sending (at most 3600).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_SECS))]
+    duration: u64,
+    /// Accounts payments are drawn from (keep rate × 60 / accounts well under RATE_LIMIT_PER_ACCOUNT).
+    #[arg(long, default_value_t = 10_000)]
+    accounts: usize,
+    /// Merchants payments are drawn from.
+    #[arg(long, default_value_t = 500)]
+    merchants: usize,
+    /// Fraction (0..1) of payments built to be HIGH risk (amounts of 10,000-50,000).
+    #[arg(long, default_value_t = 0.05)]
+    fraud_mix: f64,
+    /// PostgreSQL the api and workers write to (default: DATABASE_URL, as the other binaries).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// HTTP connections the requests share.
+    #[arg(long, default_value_t = 128)]
+    connections: usize,
+    /// Most requests outstanding at once (default 10 × rate, at least 100); more are not sent
+    /// and count as errors.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Seconds to wait after the last response for decisions and alerts.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout: u64,
+    /// Seconds to wait for one response.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Prefix of this run's transaction ids (default: load-<UTC time to the ms>).
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Seed of the payment sequence.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fraudsense-load: {error:#}");
+            let code = match error.downcast_ref::<LoadError>() {
+                Some(LoadError::NotLocal(_) | LoadError::Invalid { .. }) => 2,
+                Some(LoadError::Unreachable { .. }) => 3,
+                _ => 1,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let api = ApiTarget::parse(&cli.api)?;
+    let mut settings = Settings::from_env().context("invalid configuration")?;
+    let _telemetry =
+        telemetry::init_with_writer("load", LogFormat::Pretty, &settings.tracing, std::io::stderr);
+    if let Some(url) = cli.database_url {
+        settings.database.url = SecretString::from(url);
+    }
+    let config = LoadConfig {
+        accounts: cli.accounts,
+        merchants: cli.merchants,
+        fraud_mix: cli.fraud_mix,
+        connections: cli.connections,
+        max_in_flight: cli.max_in_flight,
+        request_timeout: Duration::from_secs(cli.request_timeout),
+        drain_timeout: Duration::from_secs(cli.drain_timeout),
+        run_id: cli.run_id.unwrap_or_else(|| load::default_run_id(chrono::Utc::now())),
+        seed: cli.seed,
+        rate_limit: Some(RateLimit {
+            per_account: settings.http.rate_limit,
+            window: settings.http.rate_window,
+        }),
+        ..LoadConfig::new(api, cli.rate, Duration::from_secs(cli.duration))
+    };
+    config.validate()?;
+    for warning in load::warnings(&config) {
+        eprintln!("warning: {warning}");
+    }
+    settings.database.pool_size = settings.database.pool_size.clamp(1, 4);
+    let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
+    let report = load::run(config, pool).await?;
+    print!("{}", report.table());
+    if let Some(path) = cli.json {
+        std::fs::write(&path, report.to_json() + "\n")
+            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+        eprintln!("JSON report written to {}", path.display());
+    }
+    Ok(())
+}
