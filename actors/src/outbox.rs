@@ -179,21 +179,12 @@ async fn publish_pending(
         if alerts.is_empty() {
             return Ok(total);
         }
+        // The whole batch goes out before any confirm is awaited, and the Redis fan-out is
+        // sent concurrently (fred pipelines it): one round trip per batch, not per alert.
+        let mut confirms = Vec::with_capacity(alerts.len());
+        let mut fan_out = Vec::with_capacity(alerts.len());
         for (alert, traceparent) in &alerts {
-            // The publish joins the trace that decided the transaction, and passes it on.
-            let span = tracing::info_span!(
-                "publish alert",
-                component = "outbox",
-                otel.kind = "producer",
-                messaging.system = "rabbitmq",
-                messaging.destination.name = %topology.alerts_exchange,
-                alert_id = alert.alert_id,
-                transaction_id = %alert.transaction_id,
-            );
-            if let Some(traceparent) = traceparent {
-                let parent = crate::telemetry::propagation::context_of(traceparent);
-                let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
-            }
+            let span = publish_span(topology, alert, traceparent.as_deref());
             let mut headers = lapin::types::FieldTable::default();
             crate::telemetry::propagation::inject_amqp(&span, &mut headers);
             let body = serde_json::to_vec(alert).map_err(|e| OutboxError::Broker(e.to_string()))?;
@@ -203,25 +194,35 @@ async fn publish_pending(
                 .with_message_id(alert.alert_id.to_string().into())
                 .with_type("alert.created".into())
                 .with_headers(headers);
-            let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, async {
-                channel
-                    .basic_publish(
-                        topology.alerts_exchange.as_str().into(),
-                        alert.routing_key().as_str().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        properties,
-                    )
-                    .await?
-                    .await
-            })
-            .instrument(span.clone())
+            let confirm = channel
+                .basic_publish(
+                    topology.alerts_exchange.as_str().into(),
+                    alert.routing_key().as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .instrument(span.clone())
+                .await?;
+            confirms.push(confirm);
+            fan_out.push((body, span));
+        }
+        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures_util::future::join_all(confirms))
             .await
-            .map_err(|_| OutboxError::Broker("no confirm in time".into()))??;
-            if matches!(confirm, Confirmation::Nack(_)) {
+            .map_err(|_| OutboxError::Broker("no confirm in time".into()))?;
+        for confirm in confirmed {
+            if matches!(confirm?, Confirmation::Nack(_)) {
                 return Err(OutboxError::Broker("alert nacked".into()));
             }
-            let _: i64 = redis.publish(redis_channel, body).instrument(span).await?;
+        }
+        let published = futures_util::future::join_all(
+            fan_out
+                .into_iter()
+                .map(|(body, span)| redis.publish::<i64, _, _>(redis_channel, body).instrument(span)),
+        )
+        .await;
+        for result in published {
+            result?;
         }
         let ids: Vec<i64> = alerts.iter().map(|(a, _)| a.alert_id).collect();
         db.execute("UPDATE alerts SET published_at = now() WHERE alert_id = ANY($1)", &[&ids]).await?;
@@ -229,6 +230,25 @@ async fn publish_pending(
         metrics::counter!("alerts_published_total").increment(ids.len() as u64);
         total += ids.len();
     }
+}
+
+/// The span of one alert's publication: it joins the trace that decided the transaction
+/// (from its stored `traceparent`) and is passed on in the message headers.
+fn publish_span(topology: &Topology, alert: &AlertEvent, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish alert",
+        component = "outbox",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = %topology.alerts_exchange,
+        alert_id = alert.alert_id,
+        transaction_id = %alert.transaction_id,
+    );
+    if let Some(traceparent) = traceparent {
+        let parent = crate::telemetry::propagation::context_of(traceparent);
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
+    span
 }
 
 /// The running publisher; stopped when dropped.
