@@ -3,15 +3,17 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help services up down status logs test lint fmt migrate \
-	bench train load compose-up compose-down compose-down-volumes k8s-render
+	bench bench-micro train load compose-up compose-down compose-down-volumes k8s-render
 
 COMPOSE := docker compose -p fraudsense -f infra/docker-compose.yml
 # `make k8s-render OVERLAY=aks` renders another overlay (k8s/overlays/<name>).
 OVERLAY ?= local
 # `make train ARGS='--from-labels --eval-days 7'` passes options to `fraudsense-worker train`.
 ARGS ?=
-# `make bench BENCH=scoring` runs one of the criterion benches in actors/benches.
+# `make bench-micro BENCH=scoring` runs one of the criterion benches in actors/benches.
 BENCH ?=
+# `make bench BENCH_ARGS='--start-rate 500 --step 500 --max-rate 3000'` passes options to fraudsense-bench.
+BENCH_ARGS ?=
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-21s %s\n", $$1, $$2}'
@@ -49,7 +51,10 @@ fmt: ## format the code
 migrate: services ## apply database migrations
 	cargo run --quiet --bin fraudsense-api -- migrate
 
-bench: ## criterion benchmarks of scoring and the Isolation Forest (BENCH=scoring|iforest for one; docs/benchmarks.md)
+bench: ## saturation benchmark against the running stack (needs `make up` first): steps the rate up, compares with the raw broker ceiling [BENCH_ARGS='--max-rate 3000 --json out.json']
+	cargo run --quiet --release --bin fraudsense-bench -- $(BENCH_ARGS)
+
+bench-micro: ## criterion benchmarks of scoring and the Isolation Forest (BENCH=scoring|iforest for one; docs/benchmarks.md)
 	cargo bench -p fraudsense-actors $(if $(BENCH),--bench $(BENCH))
 
 train: ## train a model on generated history and activate it if better; needs Redis + PostgreSQL (ARGS='--from-labels' ...)

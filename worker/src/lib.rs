@@ -7,6 +7,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+pub mod bench;
 pub mod dlq;
 pub mod load;
 pub mod models;

@@ -128,6 +128,18 @@ pub enum LoadError {
     Database(String),
 }
 
+impl LoadError {
+    /// The process exit code for a failed run: 2 misuse, 3 api unreachable at the start,
+    /// 1 anything else (settings, PostgreSQL).
+    pub fn exit_code(error: &anyhow::Error) -> u8 {
+        match error.downcast_ref::<LoadError>() {
+            Some(LoadError::NotLocal(_) | LoadError::Invalid { .. }) => 2,
+            Some(LoadError::Unreachable { .. }) => 3,
+            _ => 1,
+        }
+    }
+}
+
 /// The api to load: always on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTarget {

@@ -72,12 +72,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("fraudsense-load: {error:#}");
-            let code = match error.downcast_ref::<LoadError>() {
-                Some(LoadError::NotLocal(_) | LoadError::Invalid { .. }) => 2,
-                Some(LoadError::Unreachable { .. }) => 3,
-                _ => 1,
-            };
-            ExitCode::from(code)
+            ExitCode::from(LoadError::exit_code(&error))
         }
     }
 }
