@@ -200,6 +200,34 @@ pub struct RateLimit {
     pub window: Duration,
 }
 
+impl RateLimit {
+    /// The limit the api enforces with these settings.
+    pub fn of(http: &fraudsense_actors::settings::HttpSettings) -> Self {
+        Self { per_account: http.rate_limit, window: http.rate_window }
+    }
+}
+
+/// What a measuring tool (`fraudsense-load`, `fraudsense-bench`) starts with: the
+/// environment's settings, `database_url` overriding `DATABASE_URL`, and logs on stderr
+/// (stdout carries the report).
+pub fn tool_setup(
+    component: &'static str,
+    database_url: Option<String>,
+) -> anyhow::Result<(fraudsense_actors::Settings, fraudsense_actors::telemetry::Telemetry)> {
+    use anyhow::Context;
+    let mut settings = fraudsense_actors::Settings::from_env().context("invalid configuration")?;
+    let telemetry = fraudsense_actors::telemetry::init_with_writer(
+        component,
+        fraudsense_actors::settings::LogFormat::Pretty,
+        &settings.tracing,
+        std::io::stderr,
+    );
+    if let Some(url) = database_url {
+        settings.database.url = secrecy::SecretString::from(url);
+    }
+    Ok((settings, telemetry))
+}
+
 /// One run's settings.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {

@@ -58,12 +58,17 @@ pub fn extract(get: impl Fn(&str) -> Option<String>) -> Context {
 
 /// `span`'s `traceparent` header value, if tracing is set up.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let mut headers = FieldTable::default();
-    inject_amqp(span, &mut headers);
-    match headers.inner().get(TRACEPARENT) {
-        Some(AMQPValue::LongString(value)) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-        _ => None,
+    struct Parent(Option<String>);
+    impl Injector for Parent {
+        fn set(&mut self, key: &str, value: String) {
+            if key == TRACEPARENT {
+                self.0 = Some(value);
+            }
+        }
     }
+    let mut parent = Parent(None);
+    TraceContextPropagator::new().inject_context(&span.context(), &mut parent);
+    parent.0
 }
 
 /// The context a stored `traceparent` names (empty if it is not one).

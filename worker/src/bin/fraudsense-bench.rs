@@ -9,12 +9,12 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use fraudsense_actors::{Settings, settings::LogFormat, store, telemetry, topology::Topology};
+use fraudsense_actors::{store, topology::Topology};
 use fraudsense_worker::{
     bench::{self, BenchReport, Increment, QUEUE_DRAIN_TIMEOUT, StepPlan, StepResult, Thresholds},
     load::{self, ApiTarget, LoadConfig, LoadError, MAX_DURATION_SECS, RateLimit},
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 #[derive(Parser)]
 #[command(
@@ -76,20 +76,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(reason) = plan.problem() {
         return Err(LoadError::Invalid { flag: "--start-rate/--step/--max-rate", reason }.into());
     }
-    let mut settings = Settings::from_env().context("invalid configuration")?;
-    let _telemetry =
-        telemetry::init_with_writer("bench", LogFormat::Pretty, &settings.tracing, std::io::stderr);
-    if let Some(url) = cli.database_url {
-        settings.database.url = SecretString::from(url);
-    }
+    let (mut settings, _telemetry) = load::tool_setup("bench", cli.database_url)?;
     let step_config = |rate: f64| LoadConfig {
         accounts: cli.accounts,
         drain_timeout: Duration::from_secs(cli.drain_timeout),
         run_id: format!("bench-{}-r{rate:.0}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ")),
-        rate_limit: Some(RateLimit {
-            per_account: settings.http.rate_limit,
-            window: settings.http.rate_window,
-        }),
+        rate_limit: Some(RateLimit::of(&settings.http)),
         ..LoadConfig::new(api.clone(), rate, Duration::from_secs(cli.step_duration))
     };
     let rates = plan.rates();

@@ -10,9 +10,8 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use fraudsense_actors::{Settings, settings::LogFormat, store, telemetry};
+use fraudsense_actors::store;
 use fraudsense_worker::load::{self, ApiTarget, LoadConfig, LoadError, MAX_DURATION_SECS, RateLimit};
-use secrecy::SecretString;
 
 #[derive(Parser)]
 #[command(
@@ -79,12 +78,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let api = ApiTarget::parse(&cli.api)?;
-    let mut settings = Settings::from_env().context("invalid configuration")?;
-    let _telemetry =
-        telemetry::init_with_writer("load", LogFormat::Pretty, &settings.tracing, std::io::stderr);
-    if let Some(url) = cli.database_url {
-        settings.database.url = SecretString::from(url);
-    }
+    let (mut settings, _telemetry) = load::tool_setup("load", cli.database_url)?;
     let config = LoadConfig {
         accounts: cli.accounts,
         merchants: cli.merchants,
@@ -95,10 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(cli.drain_timeout),
         run_id: cli.run_id.unwrap_or_else(|| load::default_run_id(chrono::Utc::now())),
         seed: cli.seed,
-        rate_limit: Some(RateLimit {
-            per_account: settings.http.rate_limit,
-            window: settings.http.rate_window,
-        }),
+        rate_limit: Some(RateLimit::of(&settings.http)),
         ..LoadConfig::new(api, cli.rate, Duration::from_secs(cli.duration))
     };
     config.validate()?;
