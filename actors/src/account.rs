@@ -1,10 +1,16 @@
 //! Per-account actors: one per active account, so one account's transactions are handled
-//! strictly in order while different accounts proceed in parallel.
+//! strictly in order while different accounts proceed in parallel. Each keeps its account's
+//! window entries in memory ([`AccountWindow`]): Redis records every transaction, but the
+//! features of a warm account are computed here, without reading its window back.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
-use crate::{features::WindowStore, job::Job, scorer::ScorerMsg};
+use crate::{
+    features::{AccountWindow, WindowStore},
+    job::Job,
+    scorer::ScorerMsg,
+};
 
 /// Messages an account actor accepts.
 #[derive(Debug)]
@@ -13,7 +19,7 @@ pub enum AccountMsg {
     Observe(Job),
 }
 
-/// Start-up arguments (also the state: the actor keeps nothing else in memory).
+/// Start-up arguments.
 #[derive(Debug, Clone)]
 pub struct AccountArgs {
     /// The account this actor owns.
@@ -24,28 +30,38 @@ pub struct AccountArgs {
     pub scorer: ActorRef<ScorerMsg>,
 }
 
+/// What an account actor holds.
+#[derive(Debug)]
+pub struct AccountState {
+    /// What it was started with.
+    pub args: AccountArgs,
+    /// Its account's window entries, in step with Redis.
+    pub window: AccountWindow,
+}
+
 /// Keeps one account's sliding windows.
 #[derive(Debug, Default)]
 pub struct AccountActor;
 
 impl Actor for AccountActor {
     type Msg = AccountMsg;
-    type State = AccountArgs;
+    type State = AccountState;
     type Arguments = AccountArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
         args: AccountArgs,
-    ) -> Result<AccountArgs, ActorProcessingErr> {
-        Ok(args)
+    ) -> Result<AccountState, ActorProcessingErr> {
+        // Cold until the first transaction's write brings the window from Redis.
+        Ok(AccountState { args, window: AccountWindow::default() })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         msg: AccountMsg,
-        state: &mut AccountArgs,
+        state: &mut AccountState,
     ) -> Result<(), ActorProcessingErr> {
         let AccountMsg::Observe(job) = msg;
         // ractor runs this handler inside the job's span (it was current when the job was sent).
@@ -56,14 +72,16 @@ impl Actor for AccountActor {
             db.system = "redis",
             db.operation.name = "EVALSHA",
         );
-        let features = match state.windows.observe(&job.event.transaction).instrument(windows).await {
+        let AccountState { args, window } = state;
+        let observed = args.windows.observe_with(window, &job.event.transaction).instrument(windows).await;
+        let features = match observed {
             Ok(features) => Some(features),
             Err(error) => {
                 // Users want a decision in the payment path more than a perfect one: score on
                 // the transaction's own rules, flag the decision degraded, and count it.
                 tracing::warn!(
                     component = "account",
-                    account_id = %state.account_id,
+                    account_id = %args.account_id,
                     transaction_id = job.transaction_id(),
                     %error,
                     "feature store unavailable; scoring degraded"
@@ -71,7 +89,7 @@ impl Actor for AccountActor {
                 None
             }
         };
-        if let Err(error) = state.scorer.cast(ScorerMsg::Score { job, features }) {
+        if let Err(error) = args.scorer.cast(ScorerMsg::Score { job, features }) {
             return Err(format!("scorer unavailable: {error}").into());
         }
         Ok(())

@@ -35,6 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{settings::ScoringSettings, transaction::Transaction};
 
+pub mod account_window;
+
+pub use account_window::{AccountWindow, Entry};
+
 /// The windows every account keeps, as (name, length in ms), shortest first.
 pub const WINDOWS: [(&str, i64); 4] = [
     ("5m", 5 * 60 * 1000),
@@ -71,14 +75,15 @@ local function window(tx, amt, at, len)
 end
 ";
 
-/// Atomic update + read for one transaction of an account. ARGV: time, id, amount,
-/// retention, lat, lon, merchant, then the window lengths. Returns count and sum per
-/// window, the previous event's time (or -1) and location (or ''), the distinct merchants
-/// in 24 h and whether this merchant is new in 7 d (1/0).
-const OBSERVE_LUA: &str = r"
+/// Atomic update of one account with one transaction. ARGV: time, id, amount, retention,
+/// lat, lon, merchant, and the version the caller's in-memory copy has ('' if none).
+/// Every write bumps the account's version (`v` in `last`). Returns the new version alone
+/// when the caller's copy was current, else the version and then the whole window, five
+/// values per entry in (time, id) order: id, time, amount, merchant, 'lat,lon' (or '').
+const RECORD_LUA: &str = r"
 local tx, amt, last, geo, mer = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ts, member, amount, retention = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local lat, lon, merchant = ARGV[5], ARGV[6], ARGV[7]
+local lat, lon, merchant, known = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 redis.call('ZADD', tx, ts, member)
 redis.call('HSET', amt, member, amount)
 redis.call('HSET', mer, member, merchant)
@@ -92,29 +97,21 @@ local last_ts = tonumber(redis.call('HGET', last, 'ts'))
 if (not last_ts) or ts >= last_ts then
   redis.call('HSET', last, 'ts', ts, 'id', member, 'lat', lat, 'lon', lon, 'merchant', merchant)
 end
+local version = redis.call('HINCRBY', last, 'v', 1)
 for _, k in ipairs({tx, amt, last, geo, mer}) do redis.call('PEXPIRE', k, retention) end
-local out = {}
-for i = 8, #ARGV do
-  local count, sum = window(tx, amt, ts, tonumber(ARGV[i]))
-  out[#out + 1] = count
-  out[#out + 1] = sum
+if known ~= '' and tonumber(known) == version - 1 then return {version} end
+local all = redis.call('ZRANGE', tx, 0, -1, 'WITHSCORES')
+local ids = {}
+for i = 1, #all, 2 do ids[#ids + 1] = all[i] end
+local amounts, merchants, places = chunked('HMGET', amt, ids), chunked('HMGET', mer, ids), chunked('HMGET', geo, ids)
+local out = {version}
+for i, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = all[2 * i]
+  out[#out + 1] = amounts[i] or ''
+  out[#out + 1] = merchants[i] or ''
+  out[#out + 1] = places[i] or ''
 end
-local prev = redis.call('ZREVRANGEBYSCORE', tx, '(' .. ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-out[#out + 1] = prev[2] or '-1'
-out[#out + 1] = (prev[1] and redis.call('HGET', geo, prev[1])) or ''
-local day = members(tx, ts, 86400000)
-local distinct, n = {}, 0
-for _, m in ipairs(chunked('HMGET', mer, day)) do
-  if m and not distinct[m] then distinct[m] = true; n = n + 1 end
-end
-out[#out + 1] = n
-local seen = 0
-local week = members(tx, ts, retention)
-local names = chunked('HMGET', mer, week)
-for i, m in ipairs(week) do
-  if m ~= member and names[i] == merchant then seen = 1; break end
-end
-out[#out + 1] = 1 - seen
 return out
 ";
 
@@ -448,7 +445,7 @@ impl Features {
 #[derive(Clone)]
 pub struct WindowStore {
     client: Client,
-    observe: Script,
+    record: Script,
     merchant: Script,
     label: Script,
     state: Script,
@@ -468,7 +465,7 @@ impl WindowStore {
     pub fn new(client: Client, prefix: &str, settings: &ScoringSettings) -> Self {
         Self {
             client,
-            observe: Script::from_lua(format!("{WINDOW_FN_LUA}{OBSERVE_LUA}")),
+            record: Script::from_lua(format!("{WINDOW_FN_LUA}{RECORD_LUA}")),
             merchant: Script::from_lua(MERCHANT_LUA),
             label: Script::from_lua(LABEL_LUA),
             state: Script::from_lua(format!("{WINDOW_FN_LUA}{STATE_LUA}")),
@@ -492,25 +489,38 @@ impl WindowStore {
     }
 
     /// Records `tx` in its account's and merchant's windows and returns the features at its
-    /// event time. Fails fast while the circuit breaker is open after a Redis failure.
+    /// event time, reading the account's whole window from Redis (no in-memory copy: training
+    /// and replay). Fails fast while the circuit breaker is open after a Redis failure.
     pub async fn observe(&self, tx: &Transaction) -> Result<Features, WindowError> {
+        self.observe_with(&mut AccountWindow::default(), tx).await
+    }
+
+    /// [`Self::observe`] for an account actor holding `window`: when the copy is current,
+    /// Redis only records the transaction and the features come from memory; otherwise
+    /// the copy is reloaded in the same round trip. A failure leaves the copy cold.
+    pub async fn observe_with(&self, window: &mut AccountWindow, tx: &Transaction) -> Result<Features, WindowError> {
         let open = self
             .open_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some_and(|t| Instant::now() < t);
         if open {
+            window.invalidate();
             return Err(WindowError::CircuitOpen);
         }
-        let result = self.observe_in_redis(tx).await;
+        let result = self.record_in_redis(window, tx).await;
         let mut open_until = self.open_until.lock().unwrap_or_else(PoisonError::into_inner);
         *open_until = result.is_err().then(|| Instant::now() + BREAKER_COOL_DOWN);
+        if result.is_err() {
+            window.invalidate();
+        }
         Ok(derive(tx, &result?))
     }
 
-    async fn observe_in_redis(&self, tx: &Transaction) -> Result<RawWindows, RedisError> {
-        let ts = tx.event_time().timestamp_millis();
-        let mut args = vec![
+    async fn record_in_redis(&self, window: &mut AccountWindow, tx: &Transaction) -> Result<RawWindows, RedisError> {
+        let entry = Entry::of(tx);
+        let ts = entry.at_ms;
+        let args = vec![
             ts.to_string(),
             tx.transaction_id.clone(),
             tx.amount.to_string(),
@@ -518,8 +528,8 @@ impl WindowStore {
             tx.geo_lat.map(|v| v.to_string()).unwrap_or_default(),
             tx.geo_lon.map(|v| v.to_string()).unwrap_or_default(),
             tx.merchant_id.clone(),
+            window.version().map(|v| v.to_string()).unwrap_or_default(),
         ];
-        args.extend(WINDOWS.iter().map(|(_, ms)| ms.to_string()));
         let cutoff = ts - self.settings.label_delay.as_millis() as i64;
         let merchant_args = vec![
             ts.to_string(),
@@ -531,7 +541,7 @@ impl WindowStore {
         // Two slots (account, merchant) cannot share one script in Redis Cluster; issued
         // together, the client pipelines them on its connection.
         let (account, merchant) = tokio::join!(
-            self.observe.evalsha_with_reload::<Vec<String>, _, _>(
+            self.record.evalsha_with_reload::<Vec<String>, _, _>(
                 &self.client,
                 self.account_keys(&tx.account_id),
                 args
@@ -543,25 +553,19 @@ impl WindowStore {
             ),
         );
         let (out, merchant) = (account?, merchant?);
-        let number = |i: usize| out.get(i).and_then(|v| v.parse::<f64>().ok());
-        let mut windows = [(0, 0.0); 4];
-        for (i, w) in windows.iter_mut().enumerate() {
-            *w = (number(2 * i).unwrap_or(0.0) as u64, number(2 * i + 1).unwrap_or(0.0));
+        let version = out.first().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
+            RedisError::new(fred::error::ErrorKind::Parse, "window script answered without a version")
+        })?;
+        if out.len() == 1 && window.version() == version.checked_sub(1) {
+            window.apply(&entry, version);
+        } else {
+            window.load(parse_entries(&out[1..]), version);
         }
-        let base = 2 * WINDOWS.len();
-        let prev_location = out.get(base + 1).and_then(|v| {
-            let (lat, lon) = v.split_once(',')?;
-            Some(Location { lat: lat.parse().ok()?, lon: lon.parse().ok()? })
-        });
         let m = |i: usize| merchant.get(i).copied().unwrap_or(0).max(0) as u64;
         Ok(RawWindows {
-            windows,
-            prev_ms: number(base).filter(|p| *p >= 0.0).map(|p| p as i64),
-            prev_location,
-            distinct_merchants_24h: number(base + 2).unwrap_or(0.0) as u64,
-            new_merchant: number(base + 3) == Some(1.0),
             merchant_counts: (m(0), m(1)),
             merchant_labels: (m(2), m(3)),
+            ..window.windows_at(ts, &entry.id, &entry.merchant)
         })
     }
 
@@ -650,4 +654,23 @@ impl WindowStore {
             last_merchant_id: field(base + 4).map(str::to_owned),
         }))
     }
+}
+
+/// The entries of a window as [`RECORD_LUA`] lists them (id, time, amount, merchant,
+/// location); a malformed group is skipped.
+fn parse_entries(flat: &[String]) -> Vec<Entry> {
+    flat.chunks_exact(5)
+        .filter_map(|e| {
+            let location = e[4].split_once(',').and_then(|(lat, lon)| {
+                Some(Location { lat: lat.parse().ok()?, lon: lon.parse().ok()? })
+            });
+            Some(Entry {
+                id: e[0].as_str().into(),
+                at_ms: e[1].parse::<f64>().ok()? as i64,
+                amount: account_window::amount_of(&e[2]),
+                merchant: e[3].as_str().into(),
+                location,
+            })
+        })
+        .collect()
 }

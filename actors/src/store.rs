@@ -1,5 +1,7 @@
 //! PostgreSQL: the pool, the embedded migrations, and every statement the system runs.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::{Config, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
 use serde_json::Value;
 use tokio_postgres::NoTls;
@@ -358,13 +360,17 @@ pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The raw body a transaction was recorded with, if it was recorded (idempotency backstop).
-pub async fn raw_payload(pool: &Pool, transaction_id: &str) -> Result<Option<Value>, StoreError> {
+/// The raw payloads of those of `transaction_ids` that are stored, in one statement (the
+/// api's idempotency backstop looks up every concurrent request's id at once).
+pub async fn raw_payloads(
+    pool: &Pool,
+    transaction_ids: &[&str],
+) -> Result<HashMap<String, Value>, StoreError> {
     let client = pool.get().await?;
-    let row = client
-        .query_opt("SELECT raw FROM transactions WHERE transaction_id = $1", &[&transaction_id])
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+    let statement =
+        client.prepare_cached("SELECT transaction_id, raw FROM transactions WHERE transaction_id = ANY($1)").await?;
+    let rows = client.query(&statement, &[&transaction_ids]).await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// The merchant of a stored transaction.

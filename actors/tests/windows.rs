@@ -201,3 +201,55 @@ async fn a_very_busy_account_is_still_scored() {
     assert_eq!(f.distinct_merchants_24h, 1);
     env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
 }
+
+/// A payment of the warm-copy test: `n` picks id, time (mostly forward, some late),
+/// amount, merchant and location deterministically.
+fn mixed(n: u64, seed: &mut u64) -> Transaction {
+    let mut next = |m: u64| {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (*seed >> 33) % m
+    };
+    let base: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().unwrap_or_default();
+    // About 20 minutes apart on average, one in eight up to 6 hours late.
+    let late = if next(8) == 0 { next(6 * 3600) as i64 } else { 0 };
+    let at = base + chrono::Duration::seconds(n as i64 * 1200 + next(600) as i64 - late);
+    let mut body = json!({
+        "transaction_id": format!("w{n}"), "account_id": "acct-warm",
+        "merchant_id": format!("m{}", next(6)), "amount": format!("{}.{:02}", 1 + next(500), next(100)),
+        "currency": "EUR", "timestamp": at.to_rfc3339(),
+    });
+    if next(5) != 0 {
+        body["geo_lat"] = json!(40.0 + next(1000) as f64 / 100.0);
+        body["geo_lon"] = json!(-3.5 + next(1000) as f64 / 100.0);
+    }
+    Transaction::parse(&body, Utc::now()).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+#[tokio::test]
+async fn a_warm_copy_gives_exactly_the_features_redis_holds_even_after_another_writer() {
+    use fraudsense_actors::features::AccountWindow;
+    let (env, warm_store) = store().await;
+    let redis = fraudsense_actors::connect_redis(&env.settings.redis).await.unwrap_or_else(|e| panic!("{e}"));
+    // The reference reads the whole window from Redis every time, under its own keys.
+    let reference = WindowStore::new(redis, &format!("{}ref:", env.settings.redis.key_prefix), &env.settings.scoring);
+    let mut window = AccountWindow::default();
+    let mut seed = 7;
+    let mut sent: Vec<Transaction> = Vec::new();
+    for n in 0..400 {
+        // One in ten is a redelivery of an earlier payment.
+        let t = if n % 10 == 9 { sent[(n * 7) % sent.len()].clone() } else { mixed(n as u64, &mut seed) };
+        sent.push(t.clone());
+        if n % 50 == 25 {
+            // Another node (or a restarted actor) writes this account: the copy is stale now.
+            let other = observe(&warm_store, &t).await;
+            assert_eq!(other, observe(&reference, &t).await, "payment {n} via the other writer");
+            continue;
+        }
+        let before = window.version();
+        let warm = warm_store.observe_with(&mut window, &t).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(warm, observe(&reference, &t).await, "payment {n} ({})", t.transaction_id);
+        assert!(window.version() > before, "every write moves the version on");
+    }
+    assert!(window.len() > 100, "the copy holds the week: {}", window.len());
+    env.cleanup().await.unwrap_or_else(|e| panic!("{e:#}"));
+}

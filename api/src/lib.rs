@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::trace::TraceLayer;
 
+pub mod backstop;
 pub mod body;
 pub mod dashboard;
 pub mod gate;
@@ -84,7 +85,8 @@ impl Application {
         let alerts = stream::AlertFeed::start(&settings.redis, closing_rx)
             .await
             .context("subscribing to the alert channels")?;
-        let state = AppState { pool, redis, gate, windows, publisher, alerts };
+        let backstop = backstop::Backstop::start(pool.clone());
+        let state = AppState { pool, redis, gate, backstop, windows, publisher, alerts };
         let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)
             .await

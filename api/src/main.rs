@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use fraudsense_actors::{Settings, signal::shutdown_signal, store, telemetry};
 use fraudsense_api::Application;
 
+/// mimalloc instead of glibc malloc: allocation-heavy async code spent a quarter of its CPU in
+/// glibc's allocator under load (docs/benchmarks.md, profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "FraudSense HTTP api")]
 struct Cli {

@@ -2,7 +2,7 @@
 
 use deadpool_postgres::Pool;
 
-use crate::{gate::Gate, publisher::Publisher};
+use crate::{backstop::Backstop, gate::Gate, publisher::Publisher};
 
 /// Shared handler state; every field is a cheap handle.
 #[derive(Clone)]
@@ -13,6 +13,8 @@ pub struct AppState {
     pub redis: fred::clients::Client,
     /// Idempotency and rate limits.
     pub gate: Gate,
+    /// Batched lookups of stored bodies, for ids Redis no longer remembers.
+    pub backstop: Backstop,
     /// The per-account windows (read-only here).
     pub windows: fraudsense_actors::features::WindowStore,
     /// The confirm-mode broker publisher.

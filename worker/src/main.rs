@@ -15,6 +15,11 @@ use fraudsense_worker::{
     models::{self, Activate, LabelOptions, SyntheticOptions},
 };
 
+/// mimalloc instead of glibc malloc: allocation-heavy async code spent a quarter of its CPU in
+/// glibc's allocator under load (docs/benchmarks.md, profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "FraudSense worker node: consumes transactions and scores them")]
 struct Cli {

@@ -144,6 +144,15 @@ pub const METRICS: &[MetricInfo] = &[
          conflict, rate_limited, unavailable (not queued; retry) or rejected (invalid).",
     ),
     metric(
+        "idempotency_backstop_batch_size",
+        Histogram,
+        Api,
+        Unit::Count,
+        &[],
+        "Transaction ids looked up in PostgreSQL per idempotency-backstop query (one query serves \
+         every request queued at the time).",
+    ),
+    metric(
         "amqp_publish_confirm_seconds",
         Histogram,
         Api,

@@ -104,7 +104,7 @@ async fn ingest(
     }
 
     // 3. Backstop for ids whose Redis entry expired: the database's copy decides.
-    match store::raw_payload(&state.pool, &id).await {
+    match state.backstop.raw_payload(&id).await {
         Ok(Some(stored)) => {
             let stored_fp = fingerprint(&stored);
             state.gate.mark_queued(&id, &stored_fp).await.map_err(redis_down)?;

@@ -16,6 +16,11 @@ use fraudsense_worker::{
 };
 use secrecy::ExposeSecret;
 
+/// mimalloc instead of glibc malloc: allocation-heavy async code spent a quarter of its CPU in
+/// glibc's allocator under load (docs/benchmarks.md, profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

@@ -13,6 +13,11 @@ use clap::Parser;
 use fraudsense_actors::store;
 use fraudsense_worker::load::{self, ApiTarget, LoadConfig, LoadError, MAX_DURATION_SECS, RateLimit};
 
+/// mimalloc instead of glibc malloc: allocation-heavy async code spent a quarter of its CPU in
+/// glibc's allocator under load (docs/benchmarks.md, profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,
