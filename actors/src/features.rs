@@ -498,7 +498,11 @@ impl WindowStore {
     /// [`Self::observe`] for an account actor holding `window`: when the copy is current,
     /// Redis only records the transaction and the features come from memory; otherwise
     /// the copy is reloaded in the same round trip. A failure leaves the copy cold.
-    pub async fn observe_with(&self, window: &mut AccountWindow, tx: &Transaction) -> Result<Features, WindowError> {
+    pub async fn observe_with(
+        &self,
+        window: &mut AccountWindow,
+        tx: &Transaction,
+    ) -> Result<Features, WindowError> {
         let open = self
             .open_until
             .lock()
@@ -517,7 +521,11 @@ impl WindowStore {
         Ok(derive(tx, &result?))
     }
 
-    async fn record_in_redis(&self, window: &mut AccountWindow, tx: &Transaction) -> Result<RawWindows, RedisError> {
+    async fn record_in_redis(
+        &self,
+        window: &mut AccountWindow,
+        tx: &Transaction,
+    ) -> Result<RawWindows, RedisError> {
         let entry = Entry::of(tx);
         let ts = entry.at_ms;
         let args = vec![
@@ -661,9 +669,9 @@ impl WindowStore {
 fn parse_entries(flat: &[String]) -> Vec<Entry> {
     flat.chunks_exact(5)
         .filter_map(|e| {
-            let location = e[4].split_once(',').and_then(|(lat, lon)| {
-                Some(Location { lat: lat.parse().ok()?, lon: lon.parse().ok()? })
-            });
+            let location = e[4]
+                .split_once(',')
+                .and_then(|(lat, lon)| Some(Location { lat: lat.parse().ok()?, lon: lon.parse().ok()? }));
             Some(Entry {
                 id: e[0].as_str().into(),
                 at_ms: e[1].parse::<f64>().ok()? as i64,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::{Config, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
 use serde_json::Value;
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, types::Json};
 use tracing::Instrument;
 
 use crate::{
@@ -122,8 +122,6 @@ pub async fn record_decisions(
     node: &str,
     batch: &[Decided<'_>],
 ) -> Result<Vec<Recorded>, StoreError> {
-    let encode =
-        |what, v: Result<Value, serde_json::Error>| v.map_err(|source| StoreError::Encode { what, source });
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
     let mut accounts = Vec::with_capacity(n);
@@ -174,18 +172,18 @@ pub async fn record_decisions(
         rule_sets.push(decision.rules_version.as_str());
         scores.push(decision.score);
         labels.push(decision.risk_label.as_str());
-        reasons.push(encode("reasons", serde_json::to_value(&decision.reasons))?);
-        features.push(encode("features", serde_json::to_value(&decision.features))?);
-        contributions.push(encode("contributions", serde_json::to_value(&decision.contributions))?);
+        reasons.push(Json(&decision.reasons));
+        features.push(Json(&decision.features));
+        contributions.push(Json(&decision.contributions));
         degraded.push(decision.degraded);
-        model_views.push(encode("model", serde_json::to_value(decision.model))?);
-        threshold_sets.push(encode("thresholds", serde_json::to_value(&decision.thresholds))?);
+        model_views.push(Json(decision.model));
+        threshold_sets.push(Json(&decision.thresholds));
         if let Some(shadow) = &decision.shadow {
             shadow_ids.push(tx.transaction_id.as_str());
             shadow_models.push(shadow.model_version.as_str());
             shadow_scores.push(shadow.score);
             shadow_labels.push(shadow.risk_label.as_str());
-            shadow_views.push(encode("model", serde_json::to_value(shadow.model))?);
+            shadow_views.push(Json(shadow.model));
         }
         if decision.risk_label == RiskLabel::High {
             thresholds.push(decision.thresholds.high);
@@ -202,13 +200,16 @@ pub async fn record_decisions(
     let db = client.transaction().await?;
     let inserted: std::collections::HashSet<String> = db
         .query(
-            "INSERT INTO transactions (transaction_id, account_id, amount, currency, occurred_at,
+            &db.prepare_cached(
+                "INSERT INTO transactions (transaction_id, account_id, amount, currency, occurred_at,
                  merchant_id, geo_lat, geo_lon, country, channel, metadata, raw, received_at, traceparent)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::numeric[], $4::text[], $5::timestamptz[],
                  $6::text[], $7::float8[], $8::float8[], $9::text[], $10::text[], $11::jsonb[], $12::jsonb[],
                  $13::timestamptz[], $14::text[])
              ON CONFLICT (transaction_id) DO NOTHING
              RETURNING transaction_id",
+            )
+            .await?,
             &[
                 &ids,
                 &accounts,
@@ -232,11 +233,14 @@ pub async fn record_decisions(
         .map(|r| r.get(0))
         .collect();
     db.execute(
-        "INSERT INTO scores (transaction_id, model_version, rules_version, score, risk_label,
+        &db.prepare_cached(
+            "INSERT INTO scores (transaction_id, model_version, rules_version, score, risk_label,
              reasons, features, contributions, degraded, model, thresholds, processed_by)
          SELECT *, $12 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::jsonb[],
              $7::jsonb[], $8::jsonb[], $9::bool[], $10::jsonb[], $11::jsonb[])
          ON CONFLICT (transaction_id) DO NOTHING",
+        )
+        .await?,
         &[
             &ids,
             &models,
@@ -256,9 +260,12 @@ pub async fn record_decisions(
     .await?;
     if !shadow_ids.is_empty() {
         db.execute(
-            "INSERT INTO shadow_scores (transaction_id, model_version, score, risk_label, model)
+            &db.prepare_cached(
+                "INSERT INTO shadow_scores (transaction_id, model_version, score, risk_label, model)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::text[], $5::jsonb[])
              ON CONFLICT (transaction_id, model_version) DO NOTHING",
+            )
+            .await?,
             &[&shadow_ids, &shadow_models, &shadow_scores, &shadow_labels, &shadow_views],
         )
         .instrument(sql_span("INSERT", "shadow_scores", shadow_ids.len()))
@@ -268,10 +275,13 @@ pub async fn record_decisions(
         std::collections::HashMap::new()
     } else {
         db.query(
-            "INSERT INTO alerts (transaction_id, account_id, risk_label, score, reason, threshold)
+            &db.prepare_cached(
+                "INSERT INTO alerts (transaction_id, account_id, risk_label, score, reason, threshold)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::float8[])
              ON CONFLICT (transaction_id) DO NOTHING
              RETURNING transaction_id, alert_id",
+            )
+            .await?,
             &[&alert_ids, &alert_accounts, &alert_labels, &alert_scores, &alert_reasons, &thresholds],
         )
         .instrument(sql_span("INSERT", "alerts", alert_ids.len()))
@@ -367,8 +377,9 @@ pub async fn raw_payloads(
     transaction_ids: &[&str],
 ) -> Result<HashMap<String, Value>, StoreError> {
     let client = pool.get().await?;
-    let statement =
-        client.prepare_cached("SELECT transaction_id, raw FROM transactions WHERE transaction_id = ANY($1)").await?;
+    let statement = client
+        .prepare_cached("SELECT transaction_id, raw FROM transactions WHERE transaction_id = ANY($1)")
+        .await?;
     let rows = client.query(&statement, &[&transaction_ids]).await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }

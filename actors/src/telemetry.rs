@@ -177,6 +177,23 @@ fn tracer_provider(
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// What `/metrics` serves in either binary: the process gauges, read now, then everything
+/// recorded.
+pub fn render_metrics() -> String {
+    if let Some(bytes) = resident_bytes() {
+        metrics::gauge!("process_resident_memory_bytes").set(bytes as f64);
+    }
+    metrics().render()
+}
+
+/// Resident memory of this process (`VmRSS` in `/proc/self/status`); `None` without procfs.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The process-wide Prometheus recorder, installed on first use. Both binaries render it
 /// on `/metrics`; several apps in one test process share it.
 pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {

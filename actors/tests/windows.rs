@@ -231,7 +231,8 @@ async fn a_warm_copy_gives_exactly_the_features_redis_holds_even_after_another_w
     let (env, warm_store) = store().await;
     let redis = fraudsense_actors::connect_redis(&env.settings.redis).await.unwrap_or_else(|e| panic!("{e}"));
     // The reference reads the whole window from Redis every time, under its own keys.
-    let reference = WindowStore::new(redis, &format!("{}ref:", env.settings.redis.key_prefix), &env.settings.scoring);
+    let reference =
+        WindowStore::new(redis, &format!("{}ref:", env.settings.redis.key_prefix), &env.settings.scoring);
     let mut window = AccountWindow::default();
     let mut seed = 7;
     let mut sent: Vec<Transaction> = Vec::new();

@@ -157,7 +157,7 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style))
         .route("/openapi.json", get(openapi_json))
-        .route("/metrics", get(|| async { fraudsense_actors::telemetry::metrics().render() }))
+        .route("/metrics", get(|| async { fraudsense_actors::telemetry::render_metrics() }))
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .fallback(not_found)

@@ -97,7 +97,7 @@ impl Node {
         let app = Router::new()
             .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
             .route("/ready", get(ready))
-            .route("/metrics", get(|| async { fraudsense_actors::telemetry::metrics().render() }))
+            .route("/metrics", get(|| async { fraudsense_actors::telemetry::render_metrics() }))
             .with_state(health);
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {

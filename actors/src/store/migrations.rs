@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "models_rules", include_str!("../../migrations/0005_models_rules.sql")),
     (6, "alert_workflow", include_str!("../../migrations/0006_alert_workflow.sql")),
     (7, "trace_context", include_str!("../../migrations/0007_trace_context.sql")),
+    (8, "outbox_vacuum", include_str!("../../migrations/0008_outbox_vacuum.sql")),
 ];
 
 /// Arbitrary constant naming our advisory lock ("fraudsen" in ASCII).

@@ -287,6 +287,14 @@ pub const METRICS: &[MetricInfo] = &[
          unusable and the current ones were kept.",
     ),
     // The worker: account actors.
+    metric(
+        "process_resident_memory_bytes",
+        Gauge,
+        Binary::Both,
+        Unit::Bytes,
+        &[],
+        "Resident memory of this process (VmRSS), read at every scrape.",
+    ),
     metric("worker_account_actors", Gauge, Worker, Unit::Count, &[], "Account actors alive on this node."),
     metric(
         "account_actor_evictions_total",
