@@ -509,7 +509,7 @@ impl WindowStore {
             .unwrap_or_else(PoisonError::into_inner)
             .is_some_and(|t| Instant::now() < t);
         if open {
-            window.invalidate();
+            // Nothing was written, so the copy still matches Redis: keep it.
             return Err(WindowError::CircuitOpen);
         }
         let result = self.record_in_redis(window, tx).await;
