@@ -61,6 +61,7 @@ impl TestEnv {
         settings.database.pool_size = 4;
         settings.amqp.prefix = format!("fstest.{short}.");
         settings.redis.key_prefix = format!("fstest:{short}:");
+        settings.redis.url = SecretString::from(test_redis_url(settings.redis.url.expose_secret())?);
         settings.api_addr = "127.0.0.1:0".parse()?;
         settings.worker_addr = "127.0.0.1:0".parse()?;
         // Activations show up in tests within a tenth of a second.
@@ -222,6 +223,20 @@ async fn proxy_in_front(url: &mut SecretString, default_port: u16) -> anyhow::Re
     parsed.set_port(Some(proxy.addr().port())).map_err(|()| anyhow::anyhow!("cannot set port"))?;
     *url = SecretString::from(parsed.to_string());
     Ok(proxy)
+}
+
+/// Redis logical database the tests use when `REDIS_URL` names none: the tests' keys stay
+/// apart from a local stack's (database 0), so a big development keyspace (a soak leaves
+/// millions of keys) cannot slow the tests' own cleanup (`KEYS` of one test's prefix).
+pub const TEST_REDIS_DB: u8 = 15;
+
+/// `url` with [`TEST_REDIS_DB`] selected, unless it already selects a database.
+fn test_redis_url(url: &str) -> anyhow::Result<String> {
+    let mut parsed = url::Url::parse(url).context("REDIS_URL")?;
+    if matches!(parsed.path(), "" | "/") {
+        parsed.set_path(&format!("/{TEST_REDIS_DB}"));
+    }
+    Ok(parsed.to_string())
 }
 
 /// Drops `fs_test_<epoch>_*` databases older than [`STALE_AFTER_SECS`]; best effort.
