@@ -28,6 +28,9 @@ pub struct AccountArgs {
     pub windows: WindowStore,
     /// Where jobs go next.
     pub scorer: ActorRef<ScorerMsg>,
+    /// The window a previous actor of this account left (parked by the consumer), or an
+    /// empty, cold one. Redis' version check decides whether it is still current.
+    pub window: AccountWindow,
 }
 
 /// What an account actor holds.
@@ -51,47 +54,58 @@ impl Actor for AccountActor {
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        args: AccountArgs,
+        mut args: AccountArgs,
     ) -> Result<AccountState, ActorProcessingErr> {
-        // Cold until the first transaction's write brings the window from Redis.
-        Ok(AccountState { args, window: AccountWindow::default() })
+        // A parked window is checked against Redis' version on the first write; a cold one
+        // is brought from Redis by that write.
+        let window = std::mem::take(&mut args.window);
+        Ok(AccountState { args, window })
     }
 
-    async fn handle(
+    fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         msg: AccountMsg,
         state: &mut AccountState,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
+        // Boxed: ractor keeps each actor's handler future inside the actor's task for the
+        // actor's whole life, and this one (the job, the Redis call, the features) is
+        // kilobytes. Inline, every idle account actor would carry it; boxed, only the ones
+        // busy with a payment do (docs/benchmarks.md, memory).
         let AccountMsg::Observe(job) = msg;
-        // ractor runs this handler inside the job's span (it was current when the job was sent).
-        let windows = tracing::info_span!(
-            "redis windows",
-            component = "account",
-            otel.kind = "client",
-            db.system = "redis",
-            db.operation.name = "EVALSHA",
-        );
-        let AccountState { args, window } = state;
-        let observed = args.windows.observe_with(window, &job.event.transaction).instrument(windows).await;
-        let features = match observed {
-            Ok(features) => Some(features),
-            Err(error) => {
-                // Users want a decision in the payment path more than a perfect one: score on
-                // the transaction's own rules, flag the decision degraded, and count it.
-                tracing::warn!(
-                    component = "account",
-                    account_id = %args.account_id,
-                    transaction_id = job.transaction_id(),
-                    %error,
-                    "feature store unavailable; scoring degraded"
-                );
-                None
-            }
-        };
-        if let Err(error) = args.scorer.cast(ScorerMsg::Score { job, features }) {
-            return Err(format!("scorer unavailable: {error}").into());
-        }
-        Ok(())
+        Box::pin(observe(job, state))
     }
+}
+
+/// Updates the account's windows with the job's transaction and passes it on for scoring.
+async fn observe(job: Job, state: &mut AccountState) -> Result<(), ActorProcessingErr> {
+    // ractor runs this handler inside the job's span (it was current when the job was sent).
+    let windows = tracing::info_span!(
+        "redis windows",
+        component = "account",
+        otel.kind = "client",
+        db.system = "redis",
+        db.operation.name = "EVALSHA",
+    );
+    let AccountState { args, window } = state;
+    let observed = args.windows.observe_with(window, &job.event.transaction).instrument(windows).await;
+    let features = match observed {
+        Ok(features) => Some(features),
+        Err(error) => {
+            // Users want a decision in the payment path more than a perfect one: score on
+            // the transaction's own rules, flag the decision degraded, and count it.
+            tracing::warn!(
+                component = "account",
+                account_id = %args.account_id,
+                transaction_id = job.transaction_id(),
+                %error,
+                "feature store unavailable; scoring degraded"
+            );
+            None
+        }
+    };
+    if let Err(error) = args.scorer.cast(ScorerMsg::Score { job, features }) {
+        return Err(format!("scorer unavailable: {error}").into());
+    }
+    Ok(())
 }

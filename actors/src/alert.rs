@@ -54,6 +54,9 @@ pub struct AlertArgs {
     pub node_id: String,
     /// Poked after a commit that raised alerts, so the outbox publishes them at once.
     pub alerts_raised: std::sync::Arc<tokio::sync::Notify>,
+    /// Publishes `transaction.scored` for each committed batch and then acks it; `None`
+    /// (`PUBLISH_SCORED=false`) acks right after the commit.
+    pub scored: Option<crate::scored::ScoredSender>,
 }
 
 /// First delay before retrying a failed commit; doubles up to [`MAX_RETRY_DELAY`].
@@ -159,7 +162,7 @@ async fn flush(state: &mut AlertState) {
             if recorded.iter().any(|r| r.alert_id.is_some()) {
                 state.args.alerts_raised.notify_one();
             }
-            Job::settle_all(batch.into_iter().map(|(job, _)| job), Settlement::Ack);
+            acknowledge(&state.args, batch, &recorded).await;
         }
         Err(error) if !error.is_transient() => {
             tracing::warn!(component = "alert", %error, size = state.batch.len(), "batch refused; committing one by one");
@@ -184,7 +187,7 @@ async fn flush(state: &mut AlertState) {
 /// refuses goes round the delayed-retry path, what fails transiently stays for the next flush.
 async fn isolate(state: &mut AlertState) {
     let batch = std::mem::take(&mut state.batch);
-    let (mut committed, mut refused) = (Vec::new(), Vec::new());
+    let (mut committed, mut records, mut refused) = (Vec::new(), Vec::new(), Vec::new());
     for (job, decision) in batch {
         let one = [decided(&job, &decision)];
         let recorded = store::record_decisions(&state.args.pool, &state.args.node_id, &one)
@@ -192,13 +195,13 @@ async fn isolate(state: &mut AlertState) {
             .await;
         match recorded {
             Ok(recorded) => {
-                if let Some(recorded) = recorded.first() {
-                    account_for(&job, &decision, recorded);
-                    if recorded.alert_id.is_some() {
-                        state.args.alerts_raised.notify_one();
-                    }
+                let Some(recorded) = recorded.into_iter().next() else { continue };
+                account_for(&job, &decision, &recorded);
+                if recorded.alert_id.is_some() {
+                    state.args.alerts_raised.notify_one();
                 }
-                committed.push(job);
+                committed.push((job, decision));
+                records.push(recorded);
             }
             Err(error) if error.is_transient() => {
                 state.failures = state.failures.saturating_add(1);
@@ -215,8 +218,17 @@ async fn isolate(state: &mut AlertState) {
             }
         }
     }
-    Job::settle_all(committed, Settlement::Ack);
+    acknowledge(&state.args, committed, &records).await;
     Job::settle_all(refused, Settlement::Retry);
+}
+
+/// Settles committed decisions: through the `transaction.scored` publisher when there is
+/// one (it acks once the broker confirmed the events), else acks them at once.
+async fn acknowledge(args: &AlertArgs, committed: Vec<(Job, Decision)>, recorded: &[store::Recorded]) {
+    match &args.scored {
+        Some(scored) => scored.publish(&args.node_id, committed, recorded).await,
+        None => Job::settle_all(committed.into_iter().map(|(job, _)| job), Settlement::Ack),
+    }
 }
 
 /// What the store records for one job.

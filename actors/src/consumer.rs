@@ -32,10 +32,10 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 
 use crate::{
-    account::{AccountActor, AccountArgs, AccountMsg},
+    account::{AccountActor, AccountArgs, AccountMsg, AccountState},
     balance::{self, ShardView},
     events::TransactionCreated,
-    features::WindowStore,
+    features::{AccountWindow, WindowStore},
     job::{Job, Settlement},
     scorer::ScorerMsg,
     settings::{AmqpSettings, BalanceSettings},
@@ -92,6 +92,10 @@ pub struct ConsumerArgs {
     pub account_idle: Duration,
     /// At most this many account actors live at once; the least recently used go first.
     pub max_accounts: usize,
+    /// How long a stopped actor's window is kept for the account's next actor.
+    pub window_park: Duration,
+    /// At most this many parked windows; the oldest go first.
+    pub max_parked: usize,
     /// This node's id, part of every consumer tag.
     pub node_id: String,
     /// Shard balancing across nodes, if a management API is configured.
@@ -128,6 +132,14 @@ struct AccountEntry {
     last_used: Instant,
 }
 
+/// The window of a stopped account actor, kept for the account's next one: an actor costs
+/// about 9 KiB (ractor's task and channels) while a window of a few payments costs a few
+/// hundred bytes, so idle accounts keep warm windows without keeping their actors.
+struct Parked {
+    window: AccountWindow,
+    at: Instant,
+}
+
 /// Runtime state of the consumer.
 pub struct ConsumerState {
     args: ConsumerArgs,
@@ -135,6 +147,8 @@ pub struct ConsumerState {
     channel: Channel,
     shards: Vec<Shard>,
     accounts: HashMap<String, AccountEntry>,
+    /// Windows of stopped account actors, by account.
+    parked: HashMap<String, Parked>,
     sweeper: JoinHandle<()>,
     balancer: Option<JoinHandle<()>>,
     http: reqwest::Client,
@@ -190,6 +204,7 @@ impl Actor for ConsumerActor {
             channel,
             shards,
             accounts: HashMap::new(),
+            parked: HashMap::new(),
             sweeper,
             balancer,
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
@@ -299,6 +314,9 @@ impl Actor for ConsumerActor {
             ConsumerMsg::Sweep => {
                 let idle = state.args.account_idle;
                 evict(state, "idle", |entry| entry.last_used.elapsed() >= idle);
+                let park = state.args.window_park;
+                state.parked.retain(|_, p| p.at.elapsed() < park);
+                metrics::gauge!("worker_parked_windows").set(state.parked.len() as f64);
                 Ok(())
             }
             ConsumerMsg::Settle { tags, how } => {
@@ -321,10 +339,27 @@ impl Actor for ConsumerActor {
             SupervisionEvent::ActorFailed(cell, error) => {
                 Err(format!("account actor {:?} failed: {error}", cell.get_id()).into())
             }
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                let before = state.accounts.len();
-                state.accounts.retain(|_, a| a.actor.get_id() != cell.get_id());
-                metrics::gauge!("worker_account_actors").decrement((before - state.accounts.len()) as f64);
+            SupervisionEvent::ActorTerminated(cell, last, _) => {
+                let Some(account) = last.and_then(|mut s| s.take::<AccountState>().ok()) else {
+                    // Not an account actor's normal end (no state to read the account from).
+                    let before = state.accounts.len();
+                    state.accounts.retain(|_, a| a.actor.get_id() != cell.get_id());
+                    metrics::gauge!("worker_account_actors")
+                        .decrement((before - state.accounts.len()) as f64);
+                    return Ok(());
+                };
+                let id = account.args.account_id;
+                match state.accounts.get(&id) {
+                    // It stopped by itself while still listed (not evicted): unlist it.
+                    Some(entry) if entry.actor.get_id() == cell.get_id() => {
+                        state.accounts.remove(&id);
+                        metrics::gauge!("worker_account_actors").decrement(1.0);
+                    }
+                    // A successor already runs for this account: its window is the newer one.
+                    Some(_) => return Ok(()),
+                    None => {}
+                }
+                park(state, id, account.window);
                 Ok(())
             }
             _ => Ok(()),
@@ -345,6 +380,8 @@ impl Actor for ConsumerActor {
         }
         metrics::gauge!("worker_account_actors").decrement(state.accounts.len() as f64);
         state.accounts.clear();
+        state.parked.clear();
+        metrics::gauge!("worker_parked_windows").set(0.0);
         myself.stop_children(None);
         // Closing returns unacked deliveries to the queue; bounded so shutdown cannot hang.
         let close = async {
@@ -578,6 +615,23 @@ fn evict(state: &mut ConsumerState, reason: &'static str, pick: impl Fn(&Account
     }
 }
 
+/// Keeps a stopped actor's warm window for the account's next actor, making room by dropping
+/// the oldest hundredth when [`ConsumerArgs::max_parked`] is reached.
+fn park(state: &mut ConsumerState, account_id: String, window: AccountWindow) {
+    if window.version().is_none() || state.args.max_parked == 0 || state.args.window_park.is_zero() {
+        return;
+    }
+    if state.parked.len() >= state.args.max_parked {
+        let mut ages: Vec<Instant> = state.parked.values().map(|p| p.at).collect();
+        let room = (state.args.max_parked / 100).max(1).min(ages.len());
+        let (_, cutoff, _) = ages.select_nth_unstable(room - 1);
+        let cutoff = *cutoff;
+        state.parked.retain(|_, p| p.at > cutoff);
+    }
+    state.parked.insert(account_id, Parked { window, at: Instant::now() });
+    metrics::gauge!("worker_parked_windows").set(state.parked.len() as f64);
+}
+
 /// Answers a pending drain once every stream has ended and every delivery is acked.
 fn finish_drain(state: &mut ConsumerState) {
     if state.shards.iter().all(|s| s.tag.is_none() && !s.cancelling)
@@ -610,10 +664,18 @@ impl ConsumerActor {
             let cutoff = *cutoff;
             evict(state, "cap", |entry| entry.last_used <= cutoff);
         }
+        let window = match state.parked.remove(account_id) {
+            Some(parked) => {
+                metrics::counter!("account_window_reuses_total").increment(1);
+                parked.window
+            }
+            None => AccountWindow::default(),
+        };
         let args = AccountArgs {
             account_id: account_id.to_owned(),
             windows: state.args.windows.clone(),
             scorer: state.args.scorer.clone(),
+            window,
         };
         let (actor, _) = Actor::spawn_linked(None, AccountActor, args, myself.get_cell()).await?;
         state

@@ -16,10 +16,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use fred::{clients::Client, interfaces::PubsubInterface};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, options::BasicPublishOptions};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinHandle};
@@ -282,14 +279,6 @@ impl Drop for AlertPublisher {
     }
 }
 
-async fn connect(url: &str, topology: &Topology) -> Result<(Connection, Channel), lapin::Error> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    topology.declare(&channel).await?;
-    Ok((connection, channel))
-}
-
 async fn run(
     url: String,
     topology: Topology,
@@ -302,7 +291,7 @@ async fn run(
     let mut link: Option<(Connection, Channel)> = None;
     loop {
         if link.as_ref().is_none_or(|(c, _)| !c.status().connected()) {
-            link = match connect(&url, &topology).await {
+            link = match topology.open_confirming(&url).await {
                 Ok(l) => Some(l),
                 Err(error) => {
                     tracing::warn!(component = "outbox", %error, "alerts exchange unreachable");

@@ -45,6 +45,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("RETRY_DELAY_MS", "5000", "how long a message that failed on its own waits before it is tried again"),
     ("RETRY_MAX", "3", "delayed retries of such a message before it is dead-lettered"),
     (
+        "PUBLISH_SCORED",
+        "true",
+        "publish a transaction.scored event (transaction + decision) for every committed decision",
+    ),
+    (
         "RABBITMQ_MANAGEMENT_URL",
         "http://127.0.0.1:15672",
         "management API workers read shard ownership from (off: no balancing)",
@@ -66,12 +71,22 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("COMMIT_BATCH_MAX", "256", "decisions the worker commits to PostgreSQL in one transaction at most"),
     ("COMMIT_BATCH_WAIT_MS", "5", "longest a decision waits for its commit batch to fill"),
-    ("ACCOUNT_IDLE_SECS", "300", "a per-account actor idle this long is stopped (its windows stay in Redis)"),
+    (
+        "ACCOUNT_IDLE_SECS",
+        "30",
+        "a per-account actor idle this long is stopped; its window is parked in memory (and stays in Redis)",
+    ),
     (
         "MAX_ACCOUNT_ACTORS",
-        "100000",
-        "most per-account actors one worker keeps; the least recently used go first",
+        "25000",
+        "most per-account actors one worker keeps; the least recently used go first (about 9 KiB each)",
     ),
+    (
+        "WINDOW_PARK_SECS",
+        "900",
+        "how long a stopped account actor's window stays in memory for the account's next actor",
+    ),
+    ("MAX_PARKED_WINDOWS", "250000", "most parked account windows one worker keeps; the oldest go first"),
     ("SHUTDOWN_TIMEOUT_SECS", "30", "on SIGTERM, how long the worker may finish and commit in-flight work"),
     (
         "MERCHANT_LABEL_DELAY_SECS",
@@ -142,6 +157,9 @@ pub struct AmqpSettings {
     pub retry_delay_ms: u32,
     /// Delayed retries before such a message is dead-lettered.
     pub retry_max: u32,
+    /// Whether workers publish `transaction.scored` after every commit (downstream
+    /// services bind to it; off saves one broker publish per transaction).
+    pub publish_scored: bool,
 }
 
 /// Where and how often workers balance shards across nodes.
@@ -220,6 +238,10 @@ pub struct AccountSettings {
     pub idle: Duration,
     /// Most account actors alive at once.
     pub max: usize,
+    /// How long the window of a stopped actor is kept for the account's next actor.
+    pub park: Duration,
+    /// Most parked windows kept at once.
+    pub max_parked: usize,
 }
 
 /// Feature computation and model/rule hot reload. (Rule thresholds live in the database,
@@ -401,6 +423,7 @@ impl Settings {
                 shards: positive(get("AMQP_SHARDS"))?,
                 retry_delay_ms: positive(get("RETRY_DELAY_MS"))?,
                 retry_max: parse(get("RETRY_MAX"))?,
+                publish_scored: parse(get("PUBLISH_SCORED"))?,
                 balance: balance_settings(
                     get("RABBITMQ_MANAGEMENT_URL"),
                     get("BALANCE_INTERVAL_MS"),
@@ -428,6 +451,8 @@ impl Settings {
             accounts: AccountSettings {
                 idle: Duration::from_secs(positive(get("ACCOUNT_IDLE_SECS"))?),
                 max: positive(get("MAX_ACCOUNT_ACTORS"))?,
+                park: Duration::from_secs(parse(get("WINDOW_PARK_SECS"))?),
+                max_parked: parse(get("MAX_PARKED_WINDOWS"))?,
             },
             scoring,
             migrate_on_start: parse(get("MIGRATE_ON_START"))?,

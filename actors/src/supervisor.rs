@@ -52,6 +52,8 @@ pub struct SupervisorArgs {
     pub alerts_raised: std::sync::Arc<tokio::sync::Notify>,
     /// The live scoring engine (hot-reloaded rules and models).
     pub engine: tokio::sync::watch::Receiver<std::sync::Arc<Engine>>,
+    /// The `transaction.scored` publisher, unless `PUBLISH_SCORED=false`.
+    pub scored: Option<crate::scored::ScoredSender>,
 }
 
 /// Supervisor state.
@@ -161,6 +163,7 @@ async fn spawn_pipeline(
         batch_wait: args.settings.commit.batch_wait,
         node_id: args.node_id.clone(),
         alerts_raised: args.alerts_raised.clone(),
+        scored: args.scored.clone(),
     };
     let (alert, _) = Actor::spawn_linked(None, AlertActor, alert_args, sup.clone()).await?;
     state.children.push(alert.get_cell());
@@ -174,6 +177,8 @@ async fn spawn_pipeline(
         scorer,
         account_idle: args.settings.accounts.idle,
         max_accounts: args.settings.accounts.max,
+        window_park: args.settings.accounts.park,
+        max_parked: args.settings.accounts.max_parked,
         node_id: args.node_id.clone(),
         balance: args.settings.amqp.balance.clone(),
     };

@@ -20,9 +20,7 @@ use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing_subscriber::{
-    EnvFilter, Layer, fmt, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt,
-};
+use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::settings::{LogFormat, OtlpProtocol, TracingSettings};
 
@@ -78,14 +76,15 @@ where
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service_name(component)))
         .with_tracked_inactivity(false)
-        .with_threads(false)
-        // ractor wraps each actor's whole life in an `Actor` span: a long root span per
-        // actor is noise in a trace view (work on a job runs in the job's span instead).
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            !(meta.is_span() && meta.name() == "Actor" && meta.target().starts_with("ractor"))
-        }));
+        .with_threads(false);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // ractor wraps each actor's whole life in an INFO `Actor` span. Nobody reads it (work on
+    // a job runs in the job's span, which ractor carries across messages), and with one
+    // actor per account it is 100,000 spans kept open in the registry: refused globally.
+    let no_actor_spans = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && meta.name() == "Actor" && meta.target().starts_with("ractor"))
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(no_actor_spans).with(otel);
     let result = match format {
         LogFormat::Json => {
             let lines = logs::JsonLines::new(component);

@@ -16,8 +16,11 @@
 //! across any number of worker nodes.
 
 use lapin::{
-    Channel, ExchangeKind,
-    options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
     types::{AMQPValue, FieldTable, LongString},
 };
 use serde_json::{Value, json};
@@ -173,6 +176,16 @@ impl Topology {
             }
         }
         Ok(())
+    }
+
+    /// A connection to `url` and a confirm-mode channel on it, with this topology declared:
+    /// what every publisher in the worker starts from.
+    pub async fn open_confirming(&self, url: &str) -> Result<(Connection, Channel), lapin::Error> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        self.declare(&channel).await?;
+        Ok((connection, channel))
     }
 
     /// The same topology as a RabbitMQ definitions document (management UI "import").

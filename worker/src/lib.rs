@@ -20,6 +20,7 @@ use fraudsense_actors::{
     features::WindowStore,
     health,
     outbox::AlertPublisher,
+    scored::ScoredPublisher,
     store,
     supervisor::{Supervisor, SupervisorArgs, SupervisorMsg},
     telemetry::catalog,
@@ -44,6 +45,9 @@ pub struct Node {
     _engine: EngineWatch,
     /// Delivers committed alerts to Redis and RabbitMQ; stopped with the node.
     _outbox: AlertPublisher,
+    /// Publishes `transaction.scored` and then acks (when `PUBLISH_SCORED`); stopped with
+    /// the node, after the drain.
+    _scored: Option<ScoredPublisher>,
 }
 
 #[derive(Clone)]
@@ -79,6 +83,7 @@ impl Node {
         let addr = listener.local_addr()?;
 
         let outbox = AlertPublisher::start(&settings, pool.clone(), redis.clone());
+        let scored = settings.amqp.publish_scored.then(|| ScoredPublisher::start(&settings));
         let drain_timeout = settings.shutdown_timeout;
         let node_id = new_node_id();
         tracing::info!(component = "worker", node_id, "node identity");
@@ -89,6 +94,7 @@ impl Node {
             windows,
             engine: engine.receiver(),
             alerts_raised: outbox.waker(),
+            scored: scored.as_ref().map(ScoredPublisher::sender),
         };
         let (supervisor, supervisor_done) =
             Actor::spawn(None, Supervisor, args).await.context("starting the supervision tree")?;
@@ -119,6 +125,7 @@ impl Node {
             node_id,
             _engine: engine,
             _outbox: outbox,
+            _scored: scored,
         })
     }
 

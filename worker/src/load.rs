@@ -32,7 +32,8 @@
 //! targets `127.0.0.1`, `localhost` (sent to 127.0.0.1) or `::1` ([`ApiTarget::parse`]).
 //!
 //! Payments come from [`bodies`]: ids `<run_id>-<n>`, accounts and merchants drawn from the
-//! configured pools with a seeded RNG, timestamps at the scheduled instant, and a
+//! configured pools with a seeded RNG (with `--account-churn-secs S`, the account pool moves
+//! on to fresh ids every S seconds, for memory soaks), timestamps at the scheduled instant, and a
 //! `fraud_mix` fraction built to be HIGH risk (an amount of 10,000–50,000, over the default
 //! `HIGH_AMOUNT` rule). Keep `rate × RATE_LIMIT_WINDOW_SECS / accounts` well below
 //! `RATE_LIMIT_PER_ACCOUNT` or the api answers `429` ([`warnings`] says so up front).
@@ -55,6 +56,7 @@
 //! | `max_scheduler_lag_ms`, `drain_secs` | how late the scheduler ran at worst; how long the drain took |
 //! | `errors` | `total` = `not_sent` + `status_4xx` (incl. `status_429`) + `status_5xx` + `status_other` + `timeout` + `transport`; `by_status` counts each non-202 code |
 //! | `latency.{post_202,post_4xx,post_5xx,post_failed,decision,alert}` | each `{count, p50_ms, p95_ms, p99_ms, p999_ms, max_ms}`, from the scheduled send time |
+//! | `worker_memory` | with `--watch-worker`: the worker's resident memory, live account actors and parked windows, sampled every second ([`memory`]); else `null` |
 //! | `notes`, `warnings` | how to read the numbers; what makes them less trustworthy |
 //!
 //! Invariants: `scheduled = accepted + errors.total` and
@@ -63,6 +65,7 @@
 pub mod alerts;
 pub mod bodies;
 pub mod decisions;
+pub mod memory;
 pub mod report;
 pub mod schedule;
 
@@ -83,7 +86,7 @@ pub use report::Report;
 use report::{Errors, Latencies, Latency};
 use schedule::Schedule;
 
-use self::{alerts::AlertListener, bodies::Bodies, decisions::DecisionWatch};
+use self::{alerts::AlertListener, bodies::Bodies, decisions::DecisionWatch, memory::MemoryWatch};
 
 /// Longest send phase a run may ask for.
 pub const MAX_DURATION_SECS: u64 = 3600;
@@ -151,7 +154,12 @@ impl ApiTarget {
     /// Parses `http://HOST[:PORT]` where HOST is `127.0.0.1`, `localhost` (targeted as
     /// 127.0.0.1) or `[::1]`; anything else is refused.
     pub fn parse(s: &str) -> Result<Self, LoadError> {
-        let invalid = |reason: &str| LoadError::Invalid { flag: "--api", reason: format!("{s}: {reason}") };
+        Self::parse_flag(s, "--api")
+    }
+
+    /// [`ApiTarget::parse`] for another local service, `flag` naming it in errors.
+    pub fn parse_flag(s: &str, flag: &'static str) -> Result<Self, LoadError> {
+        let invalid = |reason: &str| LoadError::Invalid { flag, reason: format!("{s}: {reason}") };
         let url = url::Url::parse(s).map_err(|e| invalid(&e.to_string()))?;
         let ip = match url.host() {
             Some(url::Host::Ipv4(ip)) if ip == Ipv4Addr::LOCALHOST => IpAddr::V4(ip),
@@ -257,6 +265,10 @@ pub struct LoadConfig {
     pub seed: u64,
     /// The api's per-account rate limit, if known (for [`warnings`]).
     pub rate_limit: Option<RateLimit>,
+    /// A worker whose `/metrics` to sample for resident memory and live account actors.
+    pub watch_worker: Option<ApiTarget>,
+    /// Move the account pool on to fresh ids this often ([`Bodies::with_churn`]).
+    pub account_churn: Option<Duration>,
 }
 
 impl LoadConfig {
@@ -276,6 +288,8 @@ impl LoadConfig {
             run_id: default_run_id(Utc::now()),
             seed: 42,
             rate_limit: None,
+            watch_worker: None,
+            account_churn: None,
         }
     }
 
@@ -308,6 +322,9 @@ impl LoadConfig {
         }
         if self.drain_timeout > Duration::from_secs(MAX_DRAIN_SECS) {
             return invalid("--drain-timeout", format!("must be at most {MAX_DRAIN_SECS} seconds"));
+        }
+        if self.account_churn.is_some_and(|d| d < Duration::from_secs(1)) {
+            return invalid("--account-churn-secs", "must be at least 1 second".into());
         }
         if self.request_timeout.is_zero() {
             return invalid("--request-timeout", "must be positive".into());
@@ -570,6 +587,14 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
         .await
         .map_err(|e| unreachable(format!("WS /alerts/stream: {e}")))?;
     let mut warnings = warnings(&config);
+    let memory = match &config.watch_worker {
+        Some(worker) => Some(
+            MemoryWatch::start(worker, client.clone())
+                .await
+                .map_err(|reason| LoadError::Unreachable { api: worker.http_base().to_owned(), reason })?,
+        ),
+        None => None,
+    };
 
     let start = Instant::now() + LEAD;
     let start_wall = Utc::now() + delta(LEAD);
@@ -587,7 +612,8 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
         schedule,
         start,
         start_wall,
-        bodies: Bodies::new(&config.run_id, config.accounts, config.merchants, config.fraud_mix, config.seed),
+        bodies: Bodies::new(&config.run_id, config.accounts, config.merchants, config.fraud_mix, config.seed)
+            .with_churn(start_wall, config.account_churn.unwrap_or_default()),
         in_flight: Arc::new(Semaphore::new(config.in_flight_cap())),
         connections: Arc::new(Semaphore::new(config.connections)),
     };
@@ -644,6 +670,10 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
     let log = listener.finish().await;
+    let worker_memory = match memory {
+        Some(watch) => Some(watch.finish().await),
+        None => None,
+    };
 
     let mut alert = Latency::new();
     for (n, at) in &log.arrivals {
@@ -706,6 +736,7 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
             decision: tally.decision.summary(),
             alert: alert.summary(),
         },
+        worker_memory,
         notes: vec![
             "every latency starts at the request's scheduled send time (open loop: a slow answer \
              delays no later request, so nothing is hidden by coordinated omission)"

@@ -297,6 +297,22 @@ pub const METRICS: &[MetricInfo] = &[
     ),
     metric("worker_account_actors", Gauge, Worker, Unit::Count, &[], "Account actors alive on this node."),
     metric(
+        "worker_parked_windows",
+        Gauge,
+        Worker,
+        Unit::Count,
+        &[],
+        "Windows of stopped account actors kept in memory for the account's next actor.",
+    ),
+    metric(
+        "account_window_reuses_total",
+        Counter,
+        Worker,
+        Unit::Count,
+        &[],
+        "Account actors started with a parked window (no Redis read of the whole window).",
+    ),
+    metric(
         "account_actor_evictions_total",
         Counter,
         Worker,
@@ -382,6 +398,23 @@ pub const METRICS: &[MetricInfo] = &[
         Unit::Count,
         &[],
         "Failed alert publishing rounds (retried with backoff; alerts stay in the outbox).",
+    ),
+    // The worker: transaction.scored.
+    metric(
+        "transactions_scored_published_total",
+        Counter,
+        Worker,
+        Unit::Count,
+        &[],
+        "transaction.scored events the broker confirmed (their deliveries are acked after).",
+    ),
+    metric(
+        "scored_publish_failures_total",
+        Counter,
+        Worker,
+        Unit::Count,
+        &[],
+        "Failed attempts at publishing a batch of transaction.scored events (retried; then redelivered).",
     ),
 ];
 

@@ -68,6 +68,14 @@ struct Cli {
     /// Seed of the payment sequence.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also sample this worker's /metrics every second (resident memory, live account
+    /// actors) and report them, e.g. http://127.0.0.1:9100 (only this machine).
+    #[arg(long)]
+    watch_worker: Option<String>,
+    /// Every this many seconds, move on to a fresh pool of --accounts account ids (the
+    /// memory soak: idle actors must be stopped for memory to stay flat).
+    #[arg(long)]
+    account_churn_secs: Option<u64>,
 }
 
 #[tokio::main]
@@ -95,6 +103,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         run_id: cli.run_id.unwrap_or_else(|| load::default_run_id(chrono::Utc::now())),
         seed: cli.seed,
         rate_limit: Some(RateLimit::of(&settings.http)),
+        watch_worker: cli
+            .watch_worker
+            .as_deref()
+            .map(|w| ApiTarget::parse_flag(w, "--watch-worker"))
+            .transpose()?,
+        account_churn: cli.account_churn_secs.map(Duration::from_secs),
         ..LoadConfig::new(api, cli.rate, Duration::from_secs(cli.duration))
     };
     config.validate()?;

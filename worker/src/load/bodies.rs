@@ -109,6 +109,8 @@ pub struct Bodies {
     accounts: Vec<Account>,
     merchants: usize,
     fraud_mix: f64,
+    /// Account churn: from `start`, every `period` the pool moves on to fresh account ids.
+    churn: Option<(DateTime<Utc>, std::time::Duration)>,
 }
 
 impl Bodies {
@@ -129,7 +131,25 @@ impl Bodies {
             accounts,
             merchants: merchants.max(1),
             fraud_mix: fraud_mix.clamp(0.0, 1.0),
+            churn: None,
         }
+    }
+
+    /// Account churn: payments happening in the `k`-th `period` after `start` come from
+    /// accounts `k × accounts .. (k + 1) × accounts` (same habits, new ids), so the set of
+    /// active accounts keeps moving and the worker must stop idle actors to stay flat.
+    pub fn with_churn(mut self, start: DateTime<Utc>, period: std::time::Duration) -> Self {
+        if !period.is_zero() {
+            self.churn = Some((start, period));
+        }
+        self
+    }
+
+    /// How many pools the churn has moved on by `at`.
+    fn epoch(&self, at: DateTime<Utc>) -> usize {
+        let Some((start, period)) = self.churn else { return 0 };
+        let elapsed = u128::try_from((at - start).num_milliseconds()).unwrap_or(0);
+        usize::try_from(elapsed / period.as_millis().max(1)).unwrap_or(usize::MAX)
     }
 
     /// The id of request `n` of this run.
@@ -165,7 +185,10 @@ impl Bodies {
         metadata.insert("built".to_owned(), Value::from(if high_risk { "high_risk" } else { "genuine" }));
         let tx = Transaction {
             transaction_id: self.transaction_id(n),
-            account_id: format!("load-acc-{account:07}"),
+            account_id: format!(
+                "load-acc-{:07}",
+                self.epoch(at).saturating_mul(self.accounts.len()).saturating_add(account)
+            ),
             amount: Decimal::new(cents, 2),
             currency: currency.to_owned(),
             timestamp: at.fixed_offset(),
@@ -256,6 +279,25 @@ mod tests {
             });
         assert_eq!(xs, ys);
         assert_ne!(xs, zs);
+    }
+
+    #[test]
+    fn load_churn_moves_the_account_pool_on_every_period() {
+        let start = Utc::now();
+        let mut bodies =
+            Bodies::new("c", 10, 3, 0.0, 9).with_churn(start, std::time::Duration::from_secs(60));
+        let account = |b: &mut Bodies, secs: i64| -> usize {
+            let at = start + chrono::TimeDelta::seconds(secs);
+            parse(&b.payment(0, at), at).account_id["load-acc-".len()..].parse().unwrap_or(usize::MAX)
+        };
+        for _ in 0..50 {
+            assert!(account(&mut bodies, 0) < 10);
+            assert!(account(&mut bodies, 59) < 10);
+            assert!((10..20).contains(&account(&mut bodies, 60)));
+            assert!((50..60).contains(&account(&mut bodies, 330)));
+        }
+        let mut still = Bodies::new("c", 10, 3, 0.0, 9);
+        assert!(account(&mut still, 600) < 10, "no churn unless asked");
     }
 
     #[test]

@@ -163,6 +163,8 @@ pub struct Report {
     pub errors: Errors,
     /// Latency summaries, all measured from each request's scheduled send time.
     pub latency: Latencies,
+    /// The worker's resident memory and live account actors (`--watch-worker`), else null.
+    pub worker_memory: Option<super::memory::WorkerMemory>,
     /// How to read the numbers.
     pub notes: Vec<String>,
     /// Anything that makes the numbers less trustworthy (rate limit, poll failures, ...).
@@ -255,6 +257,27 @@ impl Report {
                 s.count, s.p50_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
             );
         }
+        if let Some(m) = &self.worker_memory {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "worker memory ({})  {} samples ({} failed)\n  resident MiB: start {:.1}, peak {:.1}, end {:.1}; \
+                 drift over the second half {:+.2} MiB/min\n  account actors: peak {}, end {}; parked windows: \
+                 peak {}; warm accounts (both): peak {}, {:.2} KiB resident each",
+                m.url,
+                m.samples,
+                m.failed_samples,
+                m.rss_start_mib,
+                m.rss_peak_mib,
+                m.rss_end_mib,
+                m.drift_mib_per_min,
+                m.account_actors_peak,
+                m.account_actors_end,
+                m.parked_windows_peak,
+                m.warm_accounts_peak,
+                m.kib_per_warm_account
+            );
+        }
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
         }
@@ -335,6 +358,7 @@ mod tests {
                 ..Errors::default()
             },
             latency: Latencies { post_202: post.summary(), ..Latencies::default() },
+            worker_memory: None,
             notes: vec!["a note".into()],
             warnings: vec![],
         }
@@ -384,6 +408,7 @@ mod tests {
             "drain_secs",
             "errors",
             "latency",
+            "worker_memory",
             "notes",
             "warnings",
         ] {

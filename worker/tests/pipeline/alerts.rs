@@ -2,13 +2,10 @@
 
 use fred::interfaces::{EventInterface, PubsubInterface};
 use futures_util::StreamExt;
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::options::BasicAckOptions;
 use serde_json::Value;
 
-use crate::helpers::{DEADLINE, Pipeline, spawn_pipeline, transaction};
+use crate::helpers::{DEADLINE, Pipeline, spawn_pipeline, tap, transaction};
 
 /// A Redis subscriber on the deployment's alerts channel and a queue bound to `alert.high`.
 async fn listen(p: &Pipeline) -> (fred::clients::Client, lapin::Consumer, lapin::Connection) {
@@ -18,34 +15,8 @@ async fn listen(p: &Pipeline) -> (fred::clients::Client, lapin::Consumer, lapin:
         .subscribe(format!("{}alerts", p.env.settings.redis.key_prefix))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let (conn, channel) = p.env.amqp().await.unwrap_or_else(|e| panic!("{e:#}"));
     // The worker has declared the topology by now (it is consuming).
-    let options =
-        QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
-    let queue = channel
-        .queue_declare("".into(), options, FieldTable::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let exchange = p.env.topology().alerts_exchange;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.as_str().into(),
-            "alert.high".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "test".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (consumer, conn) = tap(&p.env, &p.env.topology().alerts_exchange, "alert.high").await;
     (redis, consumer, conn)
 }
 

@@ -3,6 +3,10 @@ use std::{net::SocketAddr, time::Duration};
 use fraudsense_actors::testing::{TestEnv, eventually};
 use fraudsense_api::Application;
 use fraudsense_worker::Node;
+use lapin::{
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -49,6 +53,39 @@ async fn serve_api(
         let _ = stopped.await;
     }));
     (api, (stop_api, served))
+}
+
+/// An exclusive queue bound to `exchange` with `key`, and a consumer on it.
+pub async fn tap(env: &TestEnv, exchange: &str, key: &str) -> (lapin::Consumer, lapin::Connection) {
+    let (conn, channel) = env.amqp().await.unwrap_or_else(|e| panic!("{e:#}"));
+    // Declared by whoever started first; declaring again is a no-op.
+    env.topology().declare(&channel).await.unwrap_or_else(|e| panic!("{e}"));
+    let options =
+        QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+    let queue = channel
+        .queue_declare("".into(), options, FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "tap".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (consumer, conn)
 }
 
 pub fn transaction(id: &str, account: &str, amount: &str, at: &str) -> Value {

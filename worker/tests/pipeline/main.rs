@@ -8,6 +8,7 @@ mod browser;
 mod cluster;
 mod dashboard;
 mod dlq;
+mod events;
 mod helpers;
 mod models;
 mod reads;
