@@ -8,13 +8,17 @@
 //! ## Steps
 //!
 //! The offered rates are `start, start + step, …` (or `start, start × factor, …`) up to
-//! `max` ([`StepPlan::rates`]). Each step is one open-loop run of `step_duration` seconds
+//! `max` ([`StepPlan::rates`]). The standard scenario: 100,000 accounts and 100,000
+//! merchants, 1 % of payments built to be HIGH risk, and every step on accounts no step and
+//! no earlier run used (an account base derived from the clock), so no step inherits the
+//! windows and velocity of the one before. Each step is one open-loop run of `step_duration` seconds
 //! followed by the load generator's drain; before the next step starts, the shard queues
 //! must be empty (bounded wait, [`QUEUE_DRAIN_TIMEOUT`]). Stepping stops at the first step
 //! that saturates ([`Thresholds::saturation`]):
 //!
 //! - errors above 0.1 % of the scheduled requests, or
-//! - more than 5 % of the sent requests still undecided when sending ended, or
+//! - more than 5 % of the sent requests still undecided at the scheduled end of sending
+//!   (a request the api answered late counts: a queueing api is saturated too), or
 //! - the decided rate during the send phase below 95 % of the offered rate.
 //!
 //! The sustained rate is the offered rate of the highest step before that.

@@ -49,9 +49,9 @@
 //! | `sent`, `sent_high_risk` | requests handed to the HTTP client (`scheduled − errors.not_sent`); of those, built HIGH |
 //! | `send_rate` | requests per second actually dispatched |
 //! | `accepted`, `accepted_rate` | `202` answers, and per second of the send phase |
-//! | `decided`, `decided_during_send`, `decided_high` | accepted transactions with a committed decision by the end; of those, committed before the send phase ended; labelled HIGH |
+//! | `decided`, `decided_during_send`, `decided_high` | accepted transactions with a committed decision by the end; of those, committed by the scheduled end of the send phase (`started_at + duration_secs`, whenever the last answer came); labelled HIGH |
 //! | `decided_rate` | `decided` over the time from the first due request to the last commit |
-//! | `backlog_at_send_end`, `backlog_after_drain` | accepted minus decided, when sending ended and after draining |
+//! | `backlog_at_send_end`, `backlog_after_drain` | accepted minus decided, at the scheduled end of sending and after draining (a request the api answered late counts as backlog: it was not decided on time) |
 //! | `alerts_received` | distinct alerts of the run that arrived on the WebSocket |
 //! | `max_scheduler_lag_ms`, `drain_secs` | how late the scheduler ran at worst; how long the drain took |
 //! | `errors` | `total` = `not_sent` + `status_4xx` (incl. `status_429`) + `status_5xx` + `status_other` + `timeout` + `transport`; `by_status` counts each non-202 code |
@@ -269,6 +269,8 @@ pub struct LoadConfig {
     pub watch_worker: Option<ApiTarget>,
     /// Move the account pool on to fresh ids this often ([`Bodies::with_churn`]).
     pub account_churn: Option<Duration>,
+    /// First account number ([`Bodies::with_account_base`]).
+    pub account_base: usize,
 }
 
 impl LoadConfig {
@@ -290,6 +292,7 @@ impl LoadConfig {
             rate_limit: None,
             watch_worker: None,
             account_churn: None,
+            account_base: 0,
         }
     }
 
@@ -530,13 +533,14 @@ impl Tally {
         e.total += 1;
     }
 
-    /// Looks decisions up and records the new ones. `send_end` is set once sending ended.
+    /// Looks decisions up and records the new ones; `send_end` is the scheduled end of the
+    /// send phase.
     async fn poll(
         &mut self,
         watch: &mut DecisionWatch,
         schedule: Schedule,
         start_wall: DateTime<Utc>,
-        send_end: Option<DateTime<Utc>>,
+        send_end: DateTime<Utc>,
     ) {
         match watch.poll().await {
             Ok(decided) => {
@@ -545,7 +549,7 @@ impl Tally {
                     self.decision.record((d.processed_at - due).to_std().unwrap_or_default());
                     self.decided += 1;
                     self.decided_high += u64::from(d.risk_label.as_deref() == Some("HIGH"));
-                    self.decided_during_send += u64::from(send_end.is_none_or(|end| d.processed_at <= end));
+                    self.decided_during_send += u64::from(d.processed_at <= send_end);
                     self.last_commit = self.last_commit.max(Some(d.processed_at));
                 }
             }
@@ -613,7 +617,8 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
         start,
         start_wall,
         bodies: Bodies::new(&config.run_id, config.accounts, config.merchants, config.fraud_mix, config.seed)
-            .with_churn(start_wall, config.account_churn.unwrap_or_default()),
+            .with_churn(start_wall, config.account_churn.unwrap_or_default())
+            .with_account_base(config.account_base),
         in_flight: Arc::new(Semaphore::new(config.in_flight_cap())),
         connections: Arc::new(Semaphore::new(config.connections)),
     };
@@ -621,6 +626,9 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
 
     let mut tally = Tally::default();
     let mut watch = DecisionWatch::new(pool, &config.run_id);
+    // The schedule's end, not the last answer's: a stalled api must not stretch the phase
+    // its backlog and decided rate are measured over.
+    let send_end = start_wall + delta(config.duration);
     let mut poll = tokio::time::interval_at(start + POLL_EVERY, POLL_EVERY);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut progress = tokio::time::interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
@@ -632,7 +640,7 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
                 Some(outcome) => tally.response(outcome, &mut watch),
                 None => break,
             },
-            _ = poll.tick() => tally.poll(&mut watch, schedule, start_wall, None).await,
+            _ = poll.tick() => tally.poll(&mut watch, schedule, start_wall, send_end).await,
             _ = progress.tick() => tracing::info!(
                 component = "load",
                 accepted = tally.accepted,
@@ -643,7 +651,6 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
             ),
         }
     }
-    let send_end = Utc::now();
     let dispatched = scheduler.await.unwrap_or_default();
     tally.errors.not_sent = dispatched.not_sent;
     tally.errors.total += dispatched.not_sent;
@@ -652,7 +659,7 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
     let drain_start = Instant::now();
     let deadline = drain_start + config.drain_timeout;
     loop {
-        tally.poll(&mut watch, schedule, start_wall, Some(send_end)).await;
+        tally.poll(&mut watch, schedule, start_wall, send_end).await;
         let caught_up = watch.pending() == 0 && listener.received() >= tally.decided_high;
         if caught_up {
             break;

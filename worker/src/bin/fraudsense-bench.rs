@@ -49,6 +49,13 @@ struct Cli {
     /// Accounts payments are drawn from (keep rate × 60 / accounts well under RATE_LIMIT_PER_ACCOUNT).
     #[arg(long, default_value_t = 100_000)]
     accounts: usize,
+    /// Merchants payments are drawn from (few merchants make every merchant busy, which the
+    /// bootstrap model reads as risk: 500 merchants gave 70-90 % HIGH decisions).
+    #[arg(long, default_value_t = 100_000)]
+    merchants: usize,
+    /// Fraction (0..1) of payments built to be HIGH risk.
+    #[arg(long, default_value_t = 0.01)]
+    fraud_mix: f64,
     /// Seconds each step may drain (decisions and alerts) after its last response.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
@@ -82,8 +89,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Err(LoadError::Invalid { flag: "--start-rate/--step/--max-rate", reason }.into());
     }
     let (mut settings, _telemetry) = load::tool_setup("bench", cli.database_url)?;
-    let step_config = |rate: f64| LoadConfig {
+    // Every step pays from accounts no step and no earlier run used, so no step inherits the
+    // windows (and the velocity) of the one before: the mix of decisions stays what the
+    // generator builds instead of drifting towards HIGH.
+    let fresh = usize::try_from(chrono::Utc::now().timestamp() % 1_000_000).unwrap_or(0) * 100_000_000;
+    let step_config = |rate: f64, step: usize| LoadConfig {
         accounts: cli.accounts,
+        merchants: cli.merchants,
+        fraud_mix: cli.fraud_mix,
+        account_base: fresh + step * cli.accounts,
         drain_timeout: Duration::from_secs(cli.drain_timeout),
         run_id: format!("bench-{}-r{rate:.0}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ")),
         rate_limit: Some(RateLimit::of(&settings.http)),
@@ -91,10 +105,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let rates = plan.rates();
     // Check every step's configuration before anything runs.
-    for &rate in &rates {
-        step_config(rate).validate()?;
+    for (i, &rate) in rates.iter().enumerate() {
+        step_config(rate, i).validate()?;
     }
-    if let Some(warning) = rates.last().and_then(|&r| load::warnings(&step_config(r)).into_iter().next()) {
+    let last = rates.len().saturating_sub(1);
+    if let Some(warning) =
+        rates.last().and_then(|&r| load::warnings(&step_config(r, last)).into_iter().next())
+    {
         eprintln!("warning (highest step): {warning}");
     }
     let amqp_url = settings.amqp.url.expose_secret().to_owned();
@@ -148,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ));
         }
         eprintln!("step {}/{}: {rate:.0} tx/s for {} s ...", i + 1, rates.len(), cli.step_duration);
-        let load_report = load::run(step_config(rate), pool.clone()).await?;
+        let load_report = load::run(step_config(rate, i), pool.clone()).await?;
         for warning in &load_report.warnings {
             report.warnings.push(format!("{rate:.0} tx/s: {warning}"));
         }

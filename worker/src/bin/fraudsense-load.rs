@@ -76,6 +76,10 @@ struct Cli {
     /// memory soak: idle actors must be stopped for memory to stay flat).
     #[arg(long)]
     account_churn_secs: Option<u64>,
+    /// First account number (account ids are load-acc-<number>): another base pays from
+    /// accounts no earlier run used.
+    #[arg(long, default_value_t = 0)]
+    account_base: usize,
 }
 
 #[tokio::main]
@@ -109,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|w| ApiTarget::parse_flag(w, "--watch-worker"))
             .transpose()?,
         account_churn: cli.account_churn_secs.map(Duration::from_secs),
+        account_base: cli.account_base,
         ..LoadConfig::new(api, cli.rate, Duration::from_secs(cli.duration))
     };
     config.validate()?;

@@ -111,6 +111,8 @@ pub struct Bodies {
     fraud_mix: f64,
     /// Account churn: from `start`, every `period` the pool moves on to fresh account ids.
     churn: Option<(DateTime<Utc>, std::time::Duration)>,
+    /// Added to every account number: a run with another base pays from other accounts.
+    account_base: usize,
 }
 
 impl Bodies {
@@ -132,7 +134,15 @@ impl Bodies {
             merchants: merchants.max(1),
             fraud_mix: fraud_mix.clamp(0.0, 1.0),
             churn: None,
+            account_base: 0,
         }
+    }
+
+    /// Account numbers start at `base` instead of 0: accounts no earlier run used (a
+    /// benchmark step that must not inherit the windows of the step before).
+    pub fn with_account_base(mut self, base: usize) -> Self {
+        self.account_base = base;
+        self
     }
 
     /// Account churn: payments happening in the `k`-th `period` after `start` come from
@@ -187,7 +197,10 @@ impl Bodies {
             transaction_id: self.transaction_id(n),
             account_id: format!(
                 "load-acc-{:07}",
-                self.epoch(at).saturating_mul(self.accounts.len()).saturating_add(account)
+                self.epoch(at)
+                    .saturating_mul(self.accounts.len())
+                    .saturating_add(account)
+                    .saturating_add(self.account_base)
             ),
             amount: Decimal::new(cents, 2),
             currency: currency.to_owned(),
@@ -298,6 +311,8 @@ mod tests {
         }
         let mut still = Bodies::new("c", 10, 3, 0.0, 9);
         assert!(account(&mut still, 600) < 10, "no churn unless asked");
+        let mut based = Bodies::new("c", 10, 3, 0.0, 9).with_account_base(5_000);
+        assert!((5_000..5_010).contains(&account(&mut based, 0)), "a base moves the whole pool");
     }
 
     #[test]

@@ -142,14 +142,14 @@ pub struct Report {
     pub accepted_rate: f64,
     /// Accepted transactions whose decision was committed (seen in PostgreSQL) by the end.
     pub decided: u64,
-    /// Of those, committed before the last response of the send phase arrived.
+    /// Of those, committed by the scheduled end of the send phase.
     pub decided_during_send: u64,
     /// Decisions per second: `decided` over the time from the first due request to the
     /// last commit.
     pub decided_rate: f64,
     /// Decisions labelled HIGH (the ones that raise an alert).
     pub decided_high: u64,
-    /// Accepted but not decided when the send phase ended.
+    /// Accepted but not decided at the scheduled end of the send phase.
     pub backlog_at_send_end: u64,
     /// Accepted but still not decided after draining (0 when the pipeline caught up).
     pub backlog_after_drain: u64,
