@@ -63,7 +63,14 @@ impl ScoredSender {
         let decided_at = Utc::now();
         let mut jobs = Vec::with_capacity(committed.len());
         let mut bodies = Vec::with_capacity(committed.len());
-        for ((job, decision), recorded) in committed.into_iter().zip(recorded) {
+        let mut recorded = recorded.iter();
+        for (job, decision) in committed {
+            // One record per decision (the store's contract); a job without one is still
+            // acked below, it just has no event (jobs without bodies come last).
+            let Some(recorded) = recorded.next() else {
+                jobs.push(job);
+                continue;
+            };
             let event = TransactionScored {
                 schema_version: TRANSACTION_SCORED_VERSION,
                 transaction: job.event.transaction.clone(),
