@@ -185,7 +185,8 @@ impl TestEnv {
 
         let topology = self.topology();
         let (amqp, channel) = self.amqp().await?;
-        for queue in topology.shard_queues.iter().chain([&topology.dead_letter_queue]) {
+        for queue in topology.shard_queues.iter().chain([&topology.dead_letter_queue, &topology.retry_queue])
+        {
             channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
         }
         for exchange in [
@@ -193,6 +194,7 @@ impl TestEnv {
             &topology.shard_exchange,
             &topology.dead_letter_exchange,
             &topology.alerts_exchange,
+            &topology.retry_exchange,
         ] {
             channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
         }
