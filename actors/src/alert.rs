@@ -188,6 +188,7 @@ async fn flush(state: &mut AlertState) {
 async fn isolate(state: &mut AlertState) {
     let batch = std::mem::take(&mut state.batch);
     let (mut committed, mut records, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unrecorded = Vec::new();
     for (job, decision) in batch {
         let one = [decided(&job, &decision)];
         let recorded = store::record_decisions(&state.args.pool, &state.args.node_id, &one)
@@ -195,7 +196,12 @@ async fn isolate(state: &mut AlertState) {
             .await;
         match recorded {
             Ok(recorded) => {
-                let Some(recorded) = recorded.into_iter().next() else { continue };
+                // Committed either way; without a record (the store answers one per decision)
+                // there is nothing to announce, but the delivery is still acked.
+                let Some(recorded) = recorded.into_iter().next() else {
+                    unrecorded.push(job);
+                    continue;
+                };
                 account_for(&job, &decision, &recorded);
                 if recorded.alert_id.is_some() {
                     state.args.alerts_raised.notify_one();
@@ -219,6 +225,7 @@ async fn isolate(state: &mut AlertState) {
         }
     }
     acknowledge(&state.args, committed, &records).await;
+    Job::settle_all(unrecorded, Settlement::Ack);
     Job::settle_all(refused, Settlement::Retry);
 }
 

@@ -621,15 +621,23 @@ fn park(state: &mut ConsumerState, account_id: String, window: AccountWindow) {
     if window.version().is_none() || state.args.max_parked == 0 || state.args.window_park.is_zero() {
         return;
     }
-    if state.parked.len() >= state.args.max_parked {
-        let mut ages: Vec<Instant> = state.parked.values().map(|p| p.at).collect();
-        let room = (state.args.max_parked / 100).max(1).min(ages.len());
-        let (_, cutoff, _) = ages.select_nth_unstable(room - 1);
-        let cutoff = *cutoff;
+    if state.parked.len() >= state.args.max_parked
+        && let Some(cutoff) = oldest_hundredth(state.parked.values().map(|p| p.at), state.args.max_parked)
+    {
         state.parked.retain(|_, p| p.at > cutoff);
     }
     state.parked.insert(account_id, Parked { window, at: Instant::now() });
     metrics::gauge!("worker_parked_windows").set(state.parked.len() as f64);
+}
+
+/// The instant at or before which the oldest hundredth of `times` lies (at least one of
+/// them; a hundredth of `cap`): dropping everything up to it makes room in one go instead of
+/// one scan per insertion. `None` when `times` is empty.
+fn oldest_hundredth(times: impl Iterator<Item = Instant>, cap: usize) -> Option<Instant> {
+    let mut times: Vec<Instant> = times.collect();
+    let room = (cap / 100).max(1).min(times.len());
+    let (_, cutoff, _) = times.select_nth_unstable(room.checked_sub(1)?);
+    Some(*cutoff)
 }
 
 /// Answers a pending drain once every stream has ended and every delivery is acked.
@@ -656,12 +664,10 @@ impl ConsumerActor {
             entry.last_used = Instant::now();
             return Ok(entry.actor.clone());
         }
-        if state.accounts.len() >= state.args.max_accounts {
-            // Make room in one go (the oldest hundredth), not one scan per new account.
-            let mut ages: Vec<Instant> = state.accounts.values().map(|e| e.last_used).collect();
-            let room = (state.args.max_accounts / 100).max(1).min(ages.len());
-            let (_, cutoff, _) = ages.select_nth_unstable(room - 1);
-            let cutoff = *cutoff;
+        if state.accounts.len() >= state.args.max_accounts
+            && let Some(cutoff) =
+                oldest_hundredth(state.accounts.values().map(|e| e.last_used), state.args.max_accounts)
+        {
             evict(state, "cap", |entry| entry.last_used <= cutoff);
         }
         let window = match state.parked.remove(account_id) {

@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use fred::{clients::Client, interfaces::PubsubInterface};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, options::BasicPublishOptions};
+use lapin::{BasicProperties, Channel, Connection, options::BasicPublishOptions};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinHandle};
@@ -204,14 +204,7 @@ async fn publish_pending(
             confirms.push(confirm);
             fan_out.push((body, span));
         }
-        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures_util::future::join_all(confirms))
-            .await
-            .map_err(|_| OutboxError::Broker("no confirm in time".into()))?;
-        for confirm in confirmed {
-            if matches!(confirm?, Confirmation::Nack(_)) {
-                return Err(OutboxError::Broker("alert nacked".into()));
-            }
-        }
+        Topology::confirm_all(confirms, CONFIRM_TIMEOUT).await.map_err(OutboxError::Broker)?;
         let published = futures_util::future::join_all(
             fan_out
                 .into_iter()

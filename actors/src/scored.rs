@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, options::BasicPublishOptions};
+use lapin::{BasicProperties, Channel, Connection, options::BasicPublishOptions};
 use secrecy::ExposeSecret;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::Instrument;
@@ -204,13 +204,5 @@ async fn publish(channel: &Channel, topology: &Topology, batch: &Batch) -> Resul
             .map_err(|e| e.to_string())?;
         confirms.push(confirm);
     }
-    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures_util::future::join_all(confirms))
-        .await
-        .map_err(|_| "no confirm in time".to_owned())?;
-    for confirm in confirmed {
-        if matches!(confirm.map_err(|e| e.to_string())?, Confirmation::Nack(_)) {
-            return Err("nacked by the broker".into());
-        }
-    }
-    Ok(())
+    Topology::confirm_all(confirms, CONFIRM_TIMEOUT).await
 }

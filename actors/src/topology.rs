@@ -188,6 +188,23 @@ impl Topology {
         Ok((connection, channel))
     }
 
+    /// Waits (at most `timeout`) for the broker to confirm every publish of a batch: an
+    /// error names what went wrong (no confirm in time, a nack, a lost channel).
+    pub async fn confirm_all(
+        confirms: Vec<lapin::PublisherConfirm>,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let confirmed = tokio::time::timeout(timeout, futures_util::future::join_all(confirms))
+            .await
+            .map_err(|_| "no confirm in time".to_owned())?;
+        for confirm in confirmed {
+            if matches!(confirm.map_err(|e| e.to_string())?, lapin::Confirmation::Nack(_)) {
+                return Err("nacked by the broker".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The same topology as a RabbitMQ definitions document (management UI "import").
     pub fn definitions(&self, vhost: &str) -> Value {
         let args = |a: &[(&str, Value)]| {
