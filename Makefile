@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help services up down status logs test lint fmt migrate \
-	bench bench-micro train load compose-up compose-down compose-down-volumes k8s-render
+	bench bench-micro train load token compose-up compose-down compose-down-volumes k8s-render
 
 COMPOSE := docker compose -p fraudsense -f infra/docker-compose.yml
 # `make k8s-render OVERLAY=aks` renders another overlay (k8s/overlays/<name>).
@@ -30,6 +30,12 @@ down: ## stop the api and worker that `make up` started
 status: ## show whether the api and worker run
 	bash infra/stack.sh status
 
+ROLE ?=
+SUB ?= dev
+TTL ?= 3600
+token: ## print a development token, alone on the last line: ROLE=ingest|analyst|admin (comma-separated for several) [SUB=name TTL=seconds]
+	@bash infra/stack.sh token "$(ROLE)" "$(SUB)" "$(TTL)"
+
 logs: ## follow the api and worker logs
 	tail -n 50 -F .run/api.log .run/worker.log
 
@@ -41,9 +47,11 @@ test: services ## run every test against the local services
 		cargo test --workspace --no-fail-fast; \
 	fi
 
-lint: ## formatting and clippy, as CI runs them
+lint: ## formatting, clippy and dependency checks (cargo deny: licenses, bans, sources; installs cargo-deny if missing), as CI runs them
+	bash infra/lint-tools.sh
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo deny --manifest-path Cargo.toml --config infra/deny.toml --locked check --hide-inclusion-graph licenses bans sources
 
 fmt: ## format the code
 	cargo fmt --all
@@ -52,7 +60,7 @@ migrate: services ## apply database migrations
 	cargo run --quiet --bin fraudsense-api -- migrate
 
 bench: ## saturation benchmark against the running stack (needs `make up` first): steps the rate up, compares with the raw broker ceiling [BENCH_ARGS='--max-rate 3000 --json out.json']
-	cargo run --quiet --release --bin fraudsense-bench -- $(BENCH_ARGS)
+	bash infra/stack.sh exec cargo run --quiet --release --bin fraudsense-bench -- $(BENCH_ARGS)
 
 bench-micro: ## criterion benchmarks of scoring and the Isolation Forest (BENCH=scoring|iforest for one; docs/benchmarks.md)
 	cargo bench -p fraudsense-actors $(if $(BENCH),--bench $(BENCH))
@@ -63,7 +71,7 @@ train: ## train a model on generated history and activate it if better; needs Re
 RATE ?= 1000
 DURATION ?= 20
 load: ## open-loop load against the running api (make up first): RATE=tx/s DURATION=s [LOAD_ARGS='--fraud-mix 0.1 --json out.json']
-	cargo run --quiet --release --bin fraudsense-load -- --rate $(RATE) --duration $(DURATION) $(LOAD_ARGS)
+	bash infra/stack.sh exec cargo run --quiet --release --bin fraudsense-load -- --rate $(RATE) --duration $(DURATION) $(LOAD_ARGS)
 
 compose-up: ## build the images and start the whole stack in Docker (infra/docker-compose.yml), print the URLs
 	$(COMPOSE) up -d --build

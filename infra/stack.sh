@@ -3,6 +3,7 @@
 #   infra/stack.sh up      build release binaries, migrate, start api + worker, wait until ready
 #   infra/stack.sh down    stop exactly the processes `up` started (pid files in .run/)
 #   infra/stack.sh status  show what runs
+#   infra/stack.sh token analyst [SUB] [TTL]  print a development token (roles comma-separated)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -11,6 +12,37 @@ BIN=target/release
 API_ADDR=${FRAUDSENSE_API_ADDR:-127.0.0.1:8080}
 WORKER_ADDR=${FRAUDSENSE_WORKER_ADDR:-127.0.0.1:9100}
 export LOG_FORMAT=${LOG_FORMAT:-json}
+
+SECRET_FILE=$RUN_DIR/auth-hs256.secret
+
+# Development authentication: unless the caller configured keys, the api verifies tokens
+# with a random HS256 secret kept in .run/ (mode 0600, gitignored), generated once.
+auth_env() {
+  if [[ -n "${AUTH_HS256_SECRET:-}${AUTH_HS256_SECRET_FILE:-}${AUTH_JWKS_FILE:-}" ]]; then
+    return
+  fi
+  mkdir -p "$RUN_DIR"
+  if [[ ! -s "$SECRET_FILE" ]]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$SECRET_FILE")
+  fi
+  export AUTH_HS256_SECRET_FILE=$PWD/$SECRET_FILE
+}
+
+# Prints a development token: token ROLES(comma-separated) [SUB] [TTL].
+token() {
+  local roles=${1:-} sub=${2:-dev} ttl=${3:-3600} args=()
+  if [[ -z "$roles" ]]; then
+    echo "usage: make token ROLE=ingest|analyst|admin (comma-separated for several) [SUB=name] [TTL=seconds]" >&2
+    exit 2
+  fi
+  IFS=, read -ra list <<<"$roles"
+  for role in "${list[@]}"; do args+=(--role "$role"); done
+  auth_env
+  if [[ ! -x "$BIN/fraudsense-api" ]]; then
+    cargo build --quiet --release --bin fraudsense-api
+  fi
+  "$BIN/fraudsense-api" token "${args[@]}" --sub "$sub" --ttl "$ttl"
+}
 
 alive() { [[ -f "$RUN_DIR/$1.pid" ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
 
@@ -70,6 +102,7 @@ stop() {
 case "${1:-}" in
   up)
     mkdir -p "$RUN_DIR"
+    auth_env
     cargo build --release --bins
     "$BIN/fraudsense-api" migrate
     start api fraudsense-api "$API_ADDR"
@@ -78,6 +111,7 @@ case "${1:-}" in
 
 FraudSense is up.
   api          http://$API_ADDR   (POST /transactions, GET /transactions/{id}, /health, /ready)
+  dashboard    http://$API_ADDR/dashboard   (sign in with the token of: make token ROLE=analyst)
   worker       http://$WORKER_ADDR/ready   (/metrics, /health)
   RabbitMQ UI  http://127.0.0.1:15672   (guest / guest)
   logs         make logs        stop: make down
@@ -87,13 +121,23 @@ MSG
     stop worker
     stop api
     ;;
+  token)
+    shift
+    token "$@"
+    ;;
+  exec)
+    # Runs a command with the development auth settings (make load, make bench).
+    shift
+    auth_env
+    exec "$@"
+    ;;
   status)
     for name in api worker; do
       if alive "$name"; then echo "$name: running (pid $(cat "$RUN_DIR/$name.pid"))"; else echo "$name: stopped"; fi
     done
     ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|token ROLES [SUB] [TTL]" >&2
     exit 2
     ;;
 esac

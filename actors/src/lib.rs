@@ -48,6 +48,7 @@
 
 pub mod account;
 pub mod alert;
+pub mod auth;
 pub mod backlog;
 pub mod backoff;
 pub mod balance;

@@ -62,6 +62,27 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("HTTP_MAX_IN_FLIGHT", "1024", "requests the api serves at once; more are shed with 503"),
     ("HTTP_REQUEST_TIMEOUT_MS", "10000", "longest the api works on one request before answering 503"),
+    ("HTTP_MAX_HEADER_BYTES", "16384", "largest request header section the api accepts (431 beyond)"),
+    (
+        "WS_MAX_MESSAGE_BYTES",
+        "4096",
+        "largest message a client may send on the alert stream (the stream closes beyond)",
+    ),
+    (
+        "CORS_ALLOWED_ORIGINS",
+        "",
+        "comma-separated origins allowed to call the api from a browser (empty: CORS closed)",
+    ),
+    ("AUTH_ISSUER", "fraudsense", "the iss every bearer token must carry"),
+    ("AUTH_AUDIENCE", "fraudsense-api", "the aud every bearer token must carry"),
+    ("AUTH_HS256_SECRET", "", "HS256 token secret, at least 32 bytes (development; prefer the _FILE form)"),
+    (
+        "AUTH_HS256_SECRET_FILE",
+        "",
+        "file holding the HS256 token secret (`make up` writes .run/auth-hs256.secret)",
+    ),
+    ("AUTH_JWKS_FILE", "", "JWKS file of the identity provider's RS256 public keys (production)"),
+    ("AUTH_LEEWAY_SECS", "30", "clock skew tolerated on a token's exp and nbf"),
     ("RATE_LIMIT_PER_ACCOUNT", "60", "transactions one account may submit per window (429 beyond)"),
     ("RATE_LIMIT_WINDOW_SECS", "60", "length of the rate-limit window"),
     (
@@ -220,6 +241,12 @@ pub struct HttpSettings {
     pub rate_window: Duration,
     /// How long a transaction_id is remembered in Redis for idempotency.
     pub idempotency_ttl: Duration,
+    /// Largest header section (names + values) accepted; beyond it, `431`.
+    pub max_header_bytes: usize,
+    /// Largest message a WebSocket client may send.
+    pub ws_max_message_bytes: usize,
+    /// Origins allowed cross-origin; empty means no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 /// Group commit of decisions in the worker.
@@ -326,6 +353,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Trace export.
     pub tracing: TracingSettings,
+    /// Bearer-token verification (api only).
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl Settings {
@@ -373,6 +402,18 @@ impl Settings {
             rate_limit: positive(get("RATE_LIMIT_PER_ACCOUNT"))?,
             rate_window: Duration::from_secs(positive(get("RATE_LIMIT_WINDOW_SECS"))?),
             idempotency_ttl: Duration::from_secs(positive(get("IDEMPOTENCY_TTL_SECS"))?),
+            max_header_bytes: positive(get("HTTP_MAX_HEADER_BYTES"))?,
+            ws_max_message_bytes: positive(get("WS_MAX_MESSAGE_BYTES"))?,
+            cors_origins: cors_origins(get("CORS_ALLOWED_ORIGINS"))?,
+        };
+        let optional = |var| Some(get(var).1).filter(|v| !v.is_empty());
+        let auth = crate::auth::AuthSettings {
+            issuer: get("AUTH_ISSUER").1,
+            audience: get("AUTH_AUDIENCE").1,
+            hs256_secret: optional("AUTH_HS256_SECRET").map(SecretString::from),
+            hs256_secret_file: optional("AUTH_HS256_SECRET_FILE").map(Into::into),
+            jwks_file: optional("AUTH_JWKS_FILE").map(Into::into),
+            leeway: Duration::from_secs(parse(get("AUTH_LEEWAY_SECS"))?),
         };
         let scoring = ScoringSettings {
             label_delay: Duration::from_secs(parse(get("MERCHANT_LABEL_DELAY_SECS"))?),
@@ -458,6 +499,7 @@ impl Settings {
             migrate_on_start: parse(get("MIGRATE_ON_START"))?,
             log_format,
             tracing,
+            auth,
         })
     }
 
@@ -500,6 +542,28 @@ fn balance_settings(
         vhost,
         every: Duration::from_millis(positive(every)?),
     }))
+}
+
+/// `https://a.example, http://127.0.0.1:3000`: exact origins (scheme, host, optional port).
+fn cors_origins((var, value): (&'static str, String)) -> Result<Vec<String>, SettingsError> {
+    let mut origins = Vec::new();
+    for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let parsed = url::Url::parse(origin).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.path() == "/"
+                && !origin.ends_with('/')
+        });
+        if parsed.is_none() || origin == "*" {
+            return Err(SettingsError {
+                var,
+                value: value.clone(),
+                reason: format!("{origin:?} is not an origin such as https://dashboard.example.com"),
+            });
+        }
+        origins.push(origin.to_owned());
+    }
+    Ok(origins)
 }
 
 fn parse<T>((var, value): (&'static str, String)) -> Result<T, SettingsError>

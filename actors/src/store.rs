@@ -15,6 +15,7 @@ use crate::{
 };
 
 pub mod alerts;
+pub mod audit;
 pub mod catalog;
 mod migrations;
 
@@ -30,9 +31,10 @@ pub enum StoreError {
     /// No connection could be had from the pool.
     #[error("no database connection available: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    /// A statement failed.
-    #[error("database statement failed: {0}")]
-    Statement(#[from] tokio_postgres::Error),
+    /// A statement failed. Shown as its SQLSTATE and message only: PostgreSQL's `DETAIL`
+    /// can quote the failing row (payment data), so it never reaches a log line.
+    #[error("database statement failed: {}", redact(.0))]
+    Statement(tokio_postgres::Error),
     /// The change would break an invariant (e.g. leave no model active); nothing changed.
     #[error("refused: {0}")]
     Refused(String),
@@ -47,6 +49,20 @@ pub enum StoreError {
         /// The serialiser's complaint.
         source: serde_json::Error,
     },
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Statement(error)
+    }
+}
+
+/// A statement's failure without the parts that may quote data (`DETAIL`, `WHERE`, `HINT`).
+fn redact(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 impl StoreError {
@@ -411,8 +427,10 @@ pub async fn record_label(
     pool: &Pool,
     transaction_id: &str,
     new: &NewLabel,
+    actor: &crate::auth::Principal,
 ) -> Result<LabelOutcome, StoreError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
+    let client = client.transaction().await?;
     let label_of = |row: &tokio_postgres::Row| -> Option<Label> {
         let value = match row.get::<_, &str>(1) {
             "fraud" => LabelValue::Fraud,
@@ -437,6 +455,17 @@ pub async fn record_label(
         )
         .await?;
     if let Some(label) = inserted.as_ref().and_then(label_of) {
+        let entry = audit::Entry {
+            actor,
+            action: "transaction.label",
+            subject: transaction_id.to_owned(),
+            before: None,
+            after: Some(
+                serde_json::json!({"label": label.label, "source": label.source, "note": label.note}),
+            ),
+        };
+        audit::record(&client, &entry).await?;
+        client.commit().await?;
         return Ok(LabelOutcome::Created(label));
     }
     let existing = client

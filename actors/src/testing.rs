@@ -64,12 +64,36 @@ impl TestEnv {
         settings.redis.url = SecretString::from(test_redis_url(settings.redis.url.expose_secret())?);
         settings.api_addr = "127.0.0.1:0".parse()?;
         settings.worker_addr = "127.0.0.1:0".parse()?;
+        // Each test signs its own tokens with its own secret.
+        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        settings.auth.hs256_secret = Some(SecretString::from(secret));
+        settings.auth.hs256_secret_file = None;
+        settings.auth.jwks_file = None;
         // Activations show up in tests within a tenth of a second.
         settings.scoring.refresh = std::time::Duration::from_millis(100);
 
         let pool = store::connect(&settings.database)?;
         store::migrate(&pool).await.context("migrating the test database")?;
         Ok(Self { settings, db_name, admin_url })
+    }
+
+    /// A bearer token for `subject` holding `roles`, valid for an hour, signed with this
+    /// test's secret.
+    pub fn token(&self, subject: &str, roles: &[crate::auth::Role]) -> String {
+        let claims = crate::auth::claims(&self.settings.auth, subject, roles, Duration::from_secs(3600));
+        crate::auth::mint(&self.settings.auth, &claims)
+            .unwrap_or_else(|e| panic!("minting a test token: {e}"))
+    }
+
+    /// An HTTP client that sends a token holding every role (as `test`) unless a request
+    /// sets its own `Authorization`.
+    pub fn http_client(&self) -> reqwest::Client {
+        let token = self.token("test", &crate::auth::Role::ALL);
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder().default_headers(headers).build().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// This test's broker names.

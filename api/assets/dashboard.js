@@ -2,9 +2,13 @@
 // fetched from anywhere but this api:
 //   GET /alerts?limit=100          the table at start
 //   WS  /alerts/stream?since=N     new alerts, live; reconnects with backoff from the highest id seen
-//   POST /alerts/{id}/ack|resolve  the analyst's actions (X-Actor: the analyst name)
+//   POST /alerts/{id}/ack|resolve  the analyst's actions (the token's subject is the author)
 //   GET /transactions/{id}, GET /accounts/{id}   the drill-down
 //   GET /metrics                   accepted-transaction counter, polled for the ingest rate
+// Every call but /metrics carries the analyst's bearer token: pasted into the sign-in box,
+// kept in sessionStorage (this tab only), sent as an Authorization header and, on the
+// WebSocket, as the subprotocol `bearer.<token>` beside `fraudsense.v1` (browsers cannot set
+// headers there). It never goes into a URL and is never logged.
 "use strict";
 
 (function () {
@@ -16,8 +20,9 @@
   const BACKOFF_MAX_MS = 10000;
   /** Failed attempts in a row before the indicator turns from "reconnecting" to "offline". */
   const OFFLINE_AFTER = 5;
-  const ACTOR_RE = /^[A-Za-z0-9._@-]{1,64}$/;
-  const ANALYST_KEY = "fraudsense.analyst";
+  const TOKEN_KEY = "fraudsense.token";
+  const JWT_RE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+  const WS_PROTOCOL = "fraudsense.v1";
 
   const $ = (selector) => document.querySelector(selector);
 
@@ -36,6 +41,7 @@
     ingestMinutes: new Map(), // minute -> transactions accepted
     lastIngest: null, // {total, at}
     ingestRate: null,
+    started: false, // the polling loops run
   };
 
   // ---------- small helpers ----------
@@ -77,25 +83,60 @@
     return value.toLocaleString(undefined, { maximumFractionDigits: digits === undefined ? 3 : digits });
   }
 
-  function analyst() {
-    const input = $("#analyst");
-    const name = input.value.trim();
-    return ACTOR_RE.test(name) ? name : "analyst";
+  // ---------- the session ----------
+
+  function token() {
+    try { return sessionStorage.getItem(TOKEN_KEY); } catch (_) { return null; }
   }
 
-  async function problemText(response) {
+  /** The token's claims, for showing who is signed in (the server verifies; this does not). */
+  function claims(jwt) {
     try {
-      const body = await response.json();
-      return body.detail || body.title || `HTTP ${response.status}`;
+      const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
     } catch (_) {
-      return `HTTP ${response.status}`;
+      return {};
     }
   }
 
-  async function getJson(path) {
-    const response = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
-    if (!response.ok) throw new Error(await problemText(response));
-    return response.json();
+  function showSignIn(message) {
+    $("#session").hidden = true;
+    $("#signin").hidden = false;
+    $("#signin-message").textContent = message || "";
+    $("#token").value = "";
+    $("#token").focus();
+  }
+
+  function showSession() {
+    const c = claims(token() || "");
+    const roles = Array.isArray(c.roles) ? c.roles.join(", ") : "";
+    $("#whoami").textContent = `${c.sub || "?"}${roles ? ` · ${roles}` : ""}`;
+    $("#signin").hidden = true;
+    $("#session").hidden = false;
+  }
+
+  function signOut(message) {
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* storage disabled */ }
+    const socket = state.socket;
+    state.socket = null;
+    if (socket) socket.close(1000, "signed out");
+    setConnection("offline");
+    showSignIn(message);
+  }
+
+  /** fetch with the bearer token; a 401 ends the session. */
+  async function authFetch(path, init) {
+    const headers = Object.assign({ Accept: "application/json" }, (init && init.headers) || {});
+    const jwt = token();
+    if (!jwt) throw new Error("not signed in");
+    headers.Authorization = `Bearer ${jwt}`;
+    const response = await fetch(path, Object.assign({ cache: "no-store" }, init || {}, { headers }));
+    if (response.status === 401) {
+      signOut("The token was refused or has expired: sign in again.");
+      throw new Error("not signed in");
+    }
+    if (response.status === 403) throw new Error("this token lacks the analyst role");
+    return response;
   }
 
   // ---------- connection indicator ----------
@@ -182,16 +223,15 @@
   }
 
   async function act(alertId, action, buttons) {
-    const actor = analyst();
     const path = action === "ack" ? `/alerts/${alertId}/ack` : `/alerts/${alertId}/resolve`;
-    const init = { method: "POST", headers: { "X-Actor": actor, Accept: "application/json" } };
+    const init = { method: "POST", headers: {} };
     if (action !== "ack") {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify({ resolution: action });
     }
     buttons.forEach((b) => { b.disabled = true; });
     try {
-      const response = await fetch(path, init);
+      const response = await authFetch(path, init);
       if (!response.ok) throw new Error(await problemText(response));
       updateAlert(await response.json());
     } catch (error) {
@@ -222,12 +262,14 @@
   // ---------- live stream ----------
 
   function connect() {
+    const jwt = token();
+    if (!jwt || state.socket) return;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const since = state.resumeSince !== null ? state.resumeSince : state.maxId;
     state.resumeSince = null;
     // Without the first page, replaying from 0 could be the whole history: go live only.
     const query = state.loaded || since > 0 ? `?since=${since}` : "";
-    const socket = new WebSocket(`${scheme}//${location.host}/alerts/stream${query}`);
+    const socket = new WebSocket(`${scheme}//${location.host}/alerts/stream${query}`, [WS_PROTOCOL, `bearer.${jwt}`]);
     state.socket = socket;
     if (state.everConnected || state.attempts > 0) setConnection(state.attempts >= OFFLINE_AFTER ? "offline" : "reconnecting");
     socket.onopen = () => {
@@ -254,14 +296,22 @@
         if (typeof frame.resume_since === "number") state.resumeSince = Math.min(frame.resume_since, state.maxId);
       }
     };
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (state.socket !== socket) return;
       state.socket = null;
+      if (event.code === 1008) {
+        signOut("The token has expired: sign in again.");
+        return;
+      }
+      if (!state.everConnected && state.attempts === 0) {
+        // Refused before the upgrade? A 401 from a plain call says so (and signs out).
+        getJson("/alerts?limit=1").catch(() => { /* handled by authFetch */ });
+      }
       state.attempts += 1;
       setConnection(state.attempts >= OFFLINE_AFTER || !navigator.onLine ? "offline" : "reconnecting");
       const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (state.attempts - 1));
       const delay = Math.min(BACKOFF_MAX_MS, base * (0.8 + Math.random() * 0.4));
-      setTimeout(connect, delay);
+      setTimeout(() => { if (token()) connect(); }, delay);
     };
     socket.onerror = () => { /* onclose follows and schedules the retry */ };
   }
@@ -543,16 +593,49 @@
 
   // ---------- start ----------
 
+  /** Loads the table and goes live; the polling loops start once. */
+  function begin() {
+    showSession();
+    state.alerts.clear();
+    $("#alerts tbody").replaceChildren();
+    state.maxId = 0;
+    state.loaded = false;
+    state.attempts = 0;
+    setConnection("offline");
+    renderCounters();
+    drawChart();
+    loadAlerts()
+      .catch((error) => toast(`Loading alerts failed: ${error.message}`))
+      .finally(() => {
+        renderCounters();
+        drawChart();
+        connect();
+      });
+    refreshOpenCount();
+    if (state.started) return;
+    state.started = true;
+    pollMetrics();
+    setInterval(pollMetrics, METRICS_EVERY_MS);
+    setInterval(() => { if (token()) refreshOpenCount(); }, OPEN_COUNT_EVERY_MS);
+    setInterval(() => { renderCounters(); drawChart(); }, 30000);
+  }
+
   function start() {
-    const input = $("#analyst");
-    let saved = null;
-    try { saved = localStorage.getItem(ANALYST_KEY); } catch (_) { /* storage disabled */ }
-    input.value = saved && ACTOR_RE.test(saved) ? saved : "analyst";
-    input.addEventListener("change", () => {
-      const name = input.value.trim();
-      if (!ACTOR_RE.test(name)) { toast("Analyst name: 1–64 of A-Z a-z 0-9 . _ @ -"); return; }
-      try { localStorage.setItem(ANALYST_KEY, name); } catch (_) { /* storage disabled */ }
+    $("#signin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = $("#token").value.trim().replace(/^Bearer\s+/i, "");
+      $("#token").value = "";
+      if (!JWT_RE.test(value)) {
+        $("#signin-message").textContent = "That is not a JWT (three dot-separated parts).";
+        return;
+      }
+      try { sessionStorage.setItem(TOKEN_KEY, value); } catch (_) {
+        $("#signin-message").textContent = "This browser does not allow session storage.";
+        return;
+      }
+      begin();
     });
+    $("#signout").addEventListener("click", () => signOut(""));
 
     $("#alerts tbody").addEventListener("click", (event) => {
       const row = event.target.closest("tr[data-alert-id]");
@@ -573,18 +656,8 @@
     setConnection("offline");
     renderCounters();
     drawChart();
-    loadAlerts()
-      .catch((error) => toast(`Loading alerts failed: ${error.message}`))
-      .finally(() => {
-        renderCounters();
-        drawChart();
-        connect();
-      });
-    refreshOpenCount();
-    pollMetrics();
-    setInterval(pollMetrics, METRICS_EVERY_MS);
-    setInterval(refreshOpenCount, OPEN_COUNT_EVERY_MS);
-    setInterval(() => { renderCounters(); drawChart(); }, 30000);
+    if (token()) begin();
+    else showSignIn("");
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

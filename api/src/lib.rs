@@ -13,16 +13,18 @@ use axum::{
     BoxError, Router,
     error_handling::HandleErrorLayer,
     extract::DefaultBodyLimit,
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use fraudsense_actors::{
-    Settings, features::WindowStore, settings::HttpSettings, store, telemetry::catalog, topology::Topology,
+    Settings, auth::Role, features::WindowStore, settings::HttpSettings, store, telemetry::catalog,
+    topology::Topology,
 };
 use problem::ApiError;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::trace::TraceLayer;
 
+pub mod auth;
 pub mod backstop;
 pub mod body;
 pub mod dashboard;
@@ -60,6 +62,11 @@ impl Application {
         fraudsense_actors::telemetry::metrics();
         catalog::describe();
         catalog::register(catalog::Binary::Api);
+        // First: an api that cannot check tokens must not start at all.
+        let verifier = std::sync::Arc::new(
+            fraudsense_actors::auth::Verifier::from_settings(&settings.auth)
+                .context("loading the token keys")?,
+        );
         let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
@@ -86,7 +93,18 @@ impl Application {
             .await
             .context("subscribing to the alert channels")?;
         let backstop = backstop::Backstop::start(pool.clone());
-        let state = AppState { pool, redis, gate, backstop, windows, publisher, alerts };
+        let ws_max_message_bytes = settings.http.ws_max_message_bytes;
+        let state = AppState {
+            pool,
+            redis,
+            gate,
+            backstop,
+            windows,
+            publisher,
+            alerts,
+            verifier,
+            ws_max_message_bytes,
+        };
         let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)
             .await
@@ -123,36 +141,64 @@ impl Application {
     }
 }
 
+/// Who may call a route. Reads are open to analysts and admins; the analysts' actions
+/// (ack, resolve, label) to analysts; rules, models, the dead-letter queue and the audit
+/// trail to admins; ingestion to ingest clients. docs/security.md has the table.
+pub mod access {
+    use fraudsense_actors::auth::Role;
+
+    /// `POST /transactions`.
+    pub const INGEST: (&[Role], &str) = (&[Role::Ingest], "ingest");
+    /// Reading transactions, accounts and alerts, and the live stream.
+    pub const READ: (&[Role], &str) = (&[Role::Analyst, Role::Admin], "analyst or admin");
+    /// Acknowledging, resolving, labelling.
+    pub const ANALYST: (&[Role], &str) = (&[Role::Analyst], "analyst");
+    /// Rules, models, the dead-letter queue, the audit trail.
+    pub const ADMIN: (&[Role], &str) = (&[Role::Admin], "admin");
+}
+
 /// The route table, behind the process-wide protections: requests beyond
 /// `HTTP_MAX_IN_FLIGHT` are shed at once and none runs longer than `HTTP_REQUEST_TIMEOUT_MS`
-/// (both answered `503` problem+json with `Retry-After`).
+/// (both answered `503` problem+json with `Retry-After`); header sections over
+/// `HTTP_MAX_HEADER_BYTES` get `431`; every route but health, metrics, the OpenAPI document
+/// and the dashboard's static files needs a bearer token with the route's role.
 pub fn router(state: AppState, http: &HttpSettings) -> Router {
+    use access::{ADMIN, ANALYST, INGEST, READ};
     let protect = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(http.max_in_flight))
         .timeout(http.request_timeout);
-    Router::new()
-        .route("/transactions", post(routes::transactions::create))
-        .route("/transactions/{transaction_id}", get(routes::transactions::get))
-        .route("/transactions/{transaction_id}/label", post(routes::transactions::label))
-        .route("/accounts/{account_id}", get(routes::accounts::get))
-        .route("/alerts", get(routes::alerts::list))
-        .route("/alerts/stream", get(stream::stream))
-        .route("/alerts/{alert_id}", get(routes::alerts::get))
-        .route("/alerts/{alert_id}/ack", post(routes::alerts::ack))
-        .route("/alerts/{alert_id}/resolve", post(routes::alerts::resolve))
+    let verifier = state.verifier.clone();
+    let only = |(roles, needs): (&'static [Role], &'static str), route: MethodRouter<AppState>| {
+        let guard = auth::Guard::new(verifier.clone(), roles, needs);
+        route.route_layer(axum::middleware::from_fn_with_state(guard, auth::guard))
+    };
+    let router = Router::new()
+        .route("/transactions", only(INGEST, post(routes::transactions::create)))
+        .route("/transactions/{transaction_id}", only(READ, get(routes::transactions::get)))
+        .route("/transactions/{transaction_id}/label", only(ANALYST, post(routes::transactions::label)))
+        .route("/accounts/{account_id}", only(READ, get(routes::accounts::get)))
+        .route("/alerts", only(READ, get(routes::alerts::list)))
+        .route("/alerts/stream", only(READ, get(stream::stream)))
+        .route("/alerts/{alert_id}", only(READ, get(routes::alerts::get)))
+        .route("/alerts/{alert_id}/ack", only(ANALYST, post(routes::alerts::ack)))
+        .route("/alerts/{alert_id}/resolve", only(ANALYST, post(routes::alerts::resolve)))
         .route(
             "/admin/rules",
-            get(admin::rule_sets)
-                .post(admin::create_rule_set)
-                .layer(DefaultBodyLimit::max(admin::MAX_RULES_BODY_BYTES)),
+            only(
+                ADMIN,
+                get(admin::rule_sets)
+                    .post(admin::create_rule_set)
+                    .layer(DefaultBodyLimit::max(admin::MAX_RULES_BODY_BYTES)),
+            ),
         )
-        .route("/admin/rules/active", get(admin::active_rule_set))
-        .route("/admin/rules/{version}/activate", post(admin::activate_rule_set))
-        .route("/admin/models", get(admin::models))
-        .route("/admin/models/{version}", get(admin::model))
-        .route("/admin/models/{version}/{action}", post(admin::change_model))
+        .route("/admin/rules/active", only(ADMIN, get(admin::active_rule_set)))
+        .route("/admin/rules/{version}/activate", only(ADMIN, post(admin::activate_rule_set)))
+        .route("/admin/models", only(ADMIN, get(admin::models)))
+        .route("/admin/models/{version}", only(ADMIN, get(admin::model)))
+        .route("/admin/models/{version}/{action}", only(ADMIN, post(admin::change_model)))
+        .route("/audit", only(ADMIN, get(routes::audit::list)))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style))
@@ -163,6 +209,13 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(protect)
+        .layer(axum::middleware::from_fn_with_state(http.max_header_bytes, auth::limit_headers));
+    // Closed by default: without configured origins no CORS header is ever sent.
+    let router = match auth::cors(&http.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(
             |response: &axum::http::Response<_>, _latency, span: &tracing::Span| {
                 span.record("http.response.status_code", response.status().as_u16());

@@ -18,7 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::{problem::Problem, routes::alerts::AlertPage};
+use fraudsense_actors::store::audit::AuditRecord;
+
+use crate::{
+    problem::Problem,
+    routes::{alerts::AlertPage, audit::AuditPage},
+};
 
 /// The whole document.
 #[derive(OpenApi)]
@@ -44,6 +49,7 @@ use crate::{problem::Problem, routes::alerts::AlertPage};
         crate::routes::admin::models,
         crate::routes::admin::model,
         crate::routes::admin::change_model,
+        crate::routes::audit::list,
         crate::routes::health::health,
         crate::routes::health::ready,
     ),
@@ -51,7 +57,7 @@ use crate::{problem::Problem, routes::alerts::AlertPage};
         TransactionRequest, Accepted, TransactionView, ScoreView, ReasonView, AlertView, LabelRequest,
         Problem, FieldError, AccountState, WindowState, Location, Label, LabelValue, Health, Readiness,
         RuleSetRequest, RuleSetRecord, RuleConfig, ModelRecord, ModelStatus, AlertPage, AlertRecord,
-        AlertStatus, AckRequest, ResolveRequest,
+        AlertStatus, AckRequest, ResolveRequest, AuditPage, AuditRecord,
     )),
     tags(
         (name = "transactions", description = "Ingest and decisions"),
@@ -59,8 +65,8 @@ use crate::{problem::Problem, routes::alerts::AlertPage};
         (name = "accounts", description = "Live per-account window state"),
         (name = "alerts", description = "The analysts' workflow: list, acknowledge and resolve alerts"),
         (name = "operations", description = "Health and readiness"),
-        (name = "admin", description = "Rule sets and model versions. Workers pick up a change within \
-            `ENGINE_REFRESH_MS` (they poll the active versions). These routes will require the admin role."),
+        (name = "admin", description = "Rule sets, model versions and the audit trail (the admin role). \
+            Workers pick up a change within `ENGINE_REFRESH_MS` (they poll the active versions)."),
     )
 )]
 pub struct ApiDoc;
@@ -75,7 +81,46 @@ pub fn document() -> Value {
         properties["country"]["enum"] =
             iso::COUNTRIES.iter().map(|c| Value::from(*c)).chain([Value::Null]).collect();
     }
+    secure(&mut doc);
     doc
+}
+
+/// Operations anyone may call; every other one needs a bearer token.
+const PUBLIC_OPERATIONS: &[&str] = &["/health", "/ready"];
+
+/// Declares the bearer scheme and, on every guarded operation, the requirement and its
+/// `401` and `403` answers (the guard answers them before the handler runs).
+fn secure(doc: &mut Value) {
+    doc["components"]["securitySchemes"]["bearer"] = serde_json::json!({
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A JWT with `iss`, `aud`, `sub`, `exp`, `nbf` and `roles` (ingest, analyst, admin): \
+            HS256 with the configured secret or RS256 with a key of the configured JWKS.",
+    });
+    let problem = |description: &str| {
+        serde_json::json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        })
+    };
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for (path, item) in paths.iter_mut() {
+        if PUBLIC_OPERATIONS.contains(&path.as_str()) {
+            continue;
+        }
+        let Some(item) = item.as_object_mut() else { continue };
+        for operation in item.values_mut() {
+            if !operation.is_object() {
+                continue;
+            }
+            operation["security"] = serde_json::json!([{"bearer": []}]);
+            operation["responses"]["401"] = problem(
+                "No valid bearer token (missing, expired, not yet valid, bad signature, wrong issuer or audience)",
+            );
+            operation["responses"]["403"] = problem("The token lacks the role this operation needs");
+        }
+    }
 }
 
 /// A payment to score. Unknown fields and duplicate keys are rejected.

@@ -46,6 +46,21 @@ pub enum ApiError {
         /// The limit it exceeds.
         limit: usize,
     },
+    /// No valid bearer token: missing, expired, not yet valid, forged or not for us.
+    #[error("unauthorized: {0}")]
+    Unauthorized(fraudsense_actors::auth::Rejection),
+    /// A valid token without a role the route needs.
+    #[error("forbidden")]
+    Forbidden {
+        /// The roles that would do, for the detail.
+        needs: &'static str,
+    },
+    /// The request's header section exceeds the limit (in bytes).
+    #[error("request headers too large")]
+    HeadersTooLarge {
+        /// The limit they exceed.
+        limit: usize,
+    },
     /// The request contradicts what is already recorded (same id, different content).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -88,6 +103,15 @@ impl ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Unauthorized(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required")
+            }
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            ApiError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request header fields too large",
+            ),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             ApiError::Unavailable { .. } => {
@@ -109,6 +133,11 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType => "send the body as application/json".into(),
             ApiError::PayloadTooLarge { limit } => format!("the body exceeds the {} limit", size(*limit)),
             ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::Unauthorized(why) => format!("{why}; send Authorization: Bearer <token>"),
+            ApiError::Forbidden { needs } => format!("this route needs the role {needs}"),
+            ApiError::HeadersTooLarge { limit } => {
+                format!("the request headers exceed the {} limit", size(*limit))
+            }
             ApiError::Conflict(why) => why.clone(),
             ApiError::RateLimited(rate) => format!(
                 "this account may submit {} transactions per window; retry in {} s",
@@ -142,6 +171,18 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited(rate) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(rate.reset_secs));
                 rate_limit_headers(headers, &rate);
+            }
+            ApiError::Unauthorized(why) => {
+                // RFC 6750 §3: a missing token gets the bare challenge, a bad one the error code.
+                let challenge = match why {
+                    fraudsense_actors::auth::Rejection::Missing => "Bearer realm=\"fraudsense\"".to_owned(),
+                    _ => format!(
+                        "Bearer realm=\"fraudsense\", error=\"invalid_token\", error_description=\"{why}\""
+                    ),
+                };
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             _ => {}
         }

@@ -3,5 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod alerts;
+pub mod audit;
 pub mod health;
+pub mod query;
 pub mod transactions;

@@ -21,4 +21,8 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Live alerts for `WS /alerts/stream`.
     pub alerts: crate::stream::AlertFeed,
+    /// Checks bearer tokens.
+    pub verifier: std::sync::Arc<fraudsense_actors::auth::Verifier>,
+    /// Largest message a stream client may send.
+    pub ws_max_message_bytes: usize,
 }

@@ -21,12 +21,20 @@
 //!   the server does not wait on open sockets and clients reconnect to another replica (or
 //!   this one, restarted) with `since`.
 //!
+//! - Authentication: the route is guarded like every other ([`crate::auth`]), so the token
+//!   is checked before the upgrade; browsers pass it as the subprotocol `bearer.<token>`
+//!   next to [`crate::auth::WS_PROTOCOL`], which the server selects. The connection closes
+//!   (code 1008) when the token expires; the client reconnects with a fresh one and `since`.
+//!   Clients have nothing to send but pongs: a message over `WS_MAX_MESSAGE_BYTES` closes
+//!   the connection.
+//!
 //! Messages are JSON text frames: `{"type": "alert", "alert": {...}}`, `update`,
 //! `{"type": "replayed", "last_alert_id": N}` once the replay is done, and `lagged`.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::{
+    Extension,
     extract::{
         Query, State,
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code},
@@ -34,7 +42,7 @@ use axum::{
     response::Response,
 };
 use deadpool_postgres::Pool;
-use fraudsense_actors::{outbox::AlertEvent, store::alerts::AlertRecord};
+use fraudsense_actors::{auth::Principal, outbox::AlertEvent, store::alerts::AlertRecord};
 use fred::{
     clients::{Client, SubscriberClient},
     interfaces::{ClientLike, EventInterface, PubsubInterface},
@@ -195,6 +203,7 @@ impl Filter {
 pub async fn stream(
     State(state): State<AppState>,
     Query(query): Query<StreamQuery>,
+    Extension(principal): Extension<Principal>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let min_rank = match query.min_risk.as_deref() {
@@ -212,7 +221,13 @@ pub async fn stream(
     let feed = state.alerts.subscribe();
     let closing = state.alerts.closing.clone();
     let pool = state.pool.clone();
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, pool, feed, closing, filter, since)))
+    let expires =
+        Duration::from_secs(principal.expires_at.saturating_sub(fraudsense_actors::auth::now_secs()));
+    Ok(upgrade
+        .protocols([crate::auth::WS_PROTOCOL])
+        .max_message_size(state.ws_max_message_bytes)
+        .max_frame_size(state.ws_max_message_bytes)
+        .on_upgrade(move |socket| serve(socket, pool, feed, closing, filter, since, expires)))
 }
 
 /// Alerts above `after`, oldest first, one page.
@@ -231,17 +246,23 @@ async fn serve(
     mut closing: watch::Receiver<bool>,
     filter: Filter,
     since: i64,
+    expires: Duration,
 ) {
     metrics::gauge!("alert_stream_clients").increment(1.0);
     let mut conn = Connection { sent: HashSet::new(), cursor: since, filter };
     let outcome = tokio::select! {
         outcome = conn.run(&mut socket, &pool, &mut feed) => outcome,
         _ = closing.wait_for(|closing| *closing) => Err(GOING_AWAY),
+        () = tokio::time::sleep(expires) => Err(TOKEN_EXPIRED),
     };
     let close = match outcome {
         Err(GOING_AWAY) => Some(CloseFrame {
             code: close_code::AWAY,
             reason: "server shutting down; reconnect with since".into(),
+        }),
+        Err(TOKEN_EXPIRED) => Some(CloseFrame {
+            code: close_code::POLICY,
+            reason: "token expired; reconnect with a fresh token and since".into(),
         }),
         Err(reason) => {
             tracing::debug!(component = "stream", reason, "alert stream closed");
@@ -255,6 +276,8 @@ async fn serve(
 
 /// Why a connection ends when the api stops.
 const GOING_AWAY: &str = "going away";
+/// Why a connection ends when its token expires.
+const TOKEN_EXPIRED: &str = "token expired";
 
 struct Connection {
     /// Ids already sent on this connection (dedupe across replay, catch-up and live).

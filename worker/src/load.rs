@@ -236,6 +236,26 @@ pub fn tool_setup(
     Ok((settings, telemetry))
 }
 
+/// The token a measuring tool sends: `given` (`--token` / `FRAUDSENSE_TOKEN`), else one
+/// minted with the configured HS256 secret for `tool` with the ingest and analyst roles,
+/// valid for `ttl`.
+pub fn tool_token(
+    settings: &fraudsense_actors::Settings,
+    tool: &str,
+    given: Option<String>,
+    ttl: Duration,
+) -> anyhow::Result<secrecy::SecretString> {
+    use anyhow::Context;
+    use fraudsense_actors::auth::{self, Role};
+    if let Some(token) = given.filter(|t| !t.is_empty()) {
+        return Ok(secrecy::SecretString::from(token));
+    }
+    let claims = auth::claims(&settings.auth, tool, &[Role::Ingest, Role::Analyst], ttl);
+    let token = auth::mint(&settings.auth, &claims)
+        .context("no --token or FRAUDSENSE_TOKEN, and no HS256 secret to mint one (`make load` and `make bench` set AUTH_HS256_SECRET_FILE)")?;
+    Ok(secrecy::SecretString::from(token))
+}
+
 /// One run's settings.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -271,6 +291,9 @@ pub struct LoadConfig {
     pub account_churn: Option<Duration>,
     /// First account number ([`Bodies::with_account_base`]).
     pub account_base: usize,
+    /// The bearer token sent with every request and on the alert stream (roles ingest and
+    /// analyst); `None` sends none (the api then answers 401).
+    pub token: Option<secrecy::SecretString>,
 }
 
 impl LoadConfig {
@@ -293,6 +316,7 @@ impl LoadConfig {
             watch_worker: None,
             account_churn: None,
             account_base: 0,
+            token: None,
         }
     }
 
@@ -575,7 +599,16 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
     let schedule = Schedule::new(config.rate, config.duration);
     let api = config.api.http_base().to_owned();
     let unreachable = |reason: String| LoadError::Unreachable { api: api.clone(), reason };
+    let token = config.token.as_ref().map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned());
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| LoadError::Invalid { flag: "--token", reason: "not a valid header value".into() })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(config.connections)
         .timeout(config.request_timeout)
         .tcp_nodelay(true)
@@ -587,7 +620,7 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
         Err(e) => return Err(unreachable(format!("GET /health: {e}"))),
     }
     let since = decisions::newest_alert_id(&pool).await.map_err(|e| LoadError::Database(format!("{e:#}")))?;
-    let listener = AlertListener::connect(config.api.ws_base(), since, &config.run_id)
+    let listener = AlertListener::connect(config.api.ws_base(), since, &config.run_id, token)
         .await
         .map_err(|e| unreachable(format!("WS /alerts/stream: {e}")))?;
     let mut warnings = warnings(&config);

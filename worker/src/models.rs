@@ -255,7 +255,13 @@ async fn store_and_activate(
         None => true,
     };
     if activate == Activate::Always || (activate == Activate::IfBetter && beats) {
-        catalog::set_model_status(pool, &model.version, ModelStatus::Active, "cli").await?;
+        catalog::set_model_status(
+            pool,
+            &model.version,
+            ModelStatus::Active,
+            &fraudsense_actors::auth::Principal::command_line(),
+        )
+        .await?;
         out.push_str(&format!("activated {} (workers switch within ENGINE_REFRESH_MS)\n", model.version));
     } else if activate == Activate::IfBetter {
         out.push_str("not activated: it does not beat the active model\n");
@@ -392,7 +398,14 @@ pub async fn evaluate(
 /// Sets a model version's status (activate, shadow, retire).
 pub async fn set_status(settings: &Settings, version: &str, status: ModelStatus) -> anyhow::Result<String> {
     let pool = pool(settings).await?;
-    match catalog::set_model_status(&pool, version, status, "cli").await? {
+    match catalog::set_model_status(
+        &pool,
+        version,
+        status,
+        &fraudsense_actors::auth::Principal::command_line(),
+    )
+    .await?
+    {
         Some(r) => Ok(serde_json::to_string_pretty(&r)?),
         None => bail!("no model version {version}"),
     }

@@ -98,7 +98,7 @@ async fn sigkill_of_a_worker_mid_stream_loses_and_doubles_nothing() {
     }));
     let mut victim = spawn_worker(&env);
     let survivor = spawn_worker(&env);
-    let http = reqwest::Client::new();
+    let http = env.http_client();
     // Two processes really share the work: four shards each.
     spread(&env, &[4, 4]).await;
 

@@ -2,6 +2,7 @@
 //! Redis and RabbitMQ (an isolated database, broker names and key prefix). It checks that
 //! the report's counts add up and agree with the database; it asserts no timing.
 
+use fraudsense_actors::auth::Role;
 use std::time::Duration;
 
 use fraudsense_actors::testing::TestEnv;
@@ -32,6 +33,7 @@ async fn load_generator_counts_add_up_against_the_pipeline() {
         connections: 16,
         drain_timeout: Duration::from_secs(30),
         run_id: run_id.clone(),
+        token: Some(secrecy::SecretString::from(env.token("load-test", &[Role::Ingest, Role::Analyst]))),
         ..LoadConfig::new(api, 50.0, Duration::from_secs(2))
     };
     let pool = env.pool().unwrap_or_else(|e| panic!("{e:#}"));

@@ -530,7 +530,7 @@ async fn every_metric_the_rules_and_dashboards_use_is_exported() {
     let node = fraudsense_worker::Node::start(env.settings.clone())
         .await
         .unwrap_or_else(|e| panic!("worker: {e:#}"));
-    let http = reqwest::Client::new();
+    let http = env.http_client();
     let rabbitmq_url =
         std::env::var("RABBITMQ_PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:15692/metrics".into());
     let api_url = format!("http://{api}/metrics");

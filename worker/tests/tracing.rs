@@ -123,15 +123,20 @@ async fn one_trace_runs_from_the_http_request_through_the_broker_and_the_actors_
     // A client already tracing its checkout sends its context along.
     let client_trace = "0af7651916cd43dd8448eb211c80319c";
     let client_span = "b7ad6b7169203331";
-    let (mut alerts, _) = tokio_tungstenite::connect_async(format!("ws://{api}/alerts/stream"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream_request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{api}/alerts/stream"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bearer = format!("Bearer {}", env.token("tracing-test", &[fraudsense_actors::auth::Role::Analyst]));
+    stream_request.headers_mut().insert("authorization", bearer.parse().unwrap_or_else(|e| panic!("{e}")));
+    let (mut alerts, _) =
+        tokio_tungstenite::connect_async(stream_request).await.unwrap_or_else(|e| panic!("{e}"));
     let body = json!({
         "transaction_id": "traced-1", "account_id": "acct-traced", "amount": "30000", "currency": "USD",
         "timestamp": "2026-11-20T09:00:00Z", "merchant_id": "m-1", "country": "US", "channel": "web",
         "metadata": {"card_number": "4111111111111111", "email": "jane@example.com"},
     });
-    let http = reqwest::Client::new();
+    let http = env.http_client();
     let response = http
         .post(format!("http://{api}/transactions"))
         .header("traceparent", format!("00-{client_trace}-{client_span}-01"))

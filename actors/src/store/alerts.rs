@@ -1,16 +1,22 @@
 //! Alerts as analysts work them: listing with filters and keyset pagination, and the
 //! acknowledge / resolve workflow.
 //!
-//! Every state change is one `UPDATE … WHERE … RETURNING` statement, so concurrent analysts
-//! cannot interleave: the first acknowledgement (time and actor) and the first resolution
-//! stay, and a different resolution is refused rather than overwriting it.
+//! Every state change locks the alert's row, changes it and records the change in the audit
+//! trail in one transaction, so concurrent analysts cannot interleave: the first
+//! acknowledgement (time and actor) and the first resolution stay, and a different
+//! resolution is refused rather than overwriting it.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
-use crate::{labels::LabelValue, scoring::RiskLabel};
+use deadpool_postgres::GenericClient;
+
+use super::{
+    StoreError,
+    audit::{self, Entry},
+};
+use crate::{auth::Principal, labels::LabelValue, scoring::RiskLabel};
 
 /// Where an alert is in the analysts' workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,20 +208,72 @@ pub async fn get(pool: &Pool, alert_id: i64) -> Result<Option<AlertRecord>, Stor
     client.query_opt(&sql, &[&alert_id]).await?.as_ref().map(record).transpose()
 }
 
+/// The alert, locked for the rest of `db`'s transaction.
+async fn locked(db: &impl GenericClient, alert_id: i64) -> Result<Option<AlertRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM alerts a JOIN transactions t ON t.transaction_id = a.transaction_id
+         WHERE a.alert_id = $1 FOR UPDATE OF a"
+    );
+    db.query_opt(&sql, &[&alert_id]).await?.as_ref().map(record).transpose()
+}
+
+/// The workflow part of an alert, as the audit trail keeps it before and after a change.
+fn workflow(alert: &AlertRecord) -> serde_json::Value {
+    serde_json::json!({
+        "status": alert.status,
+        "acknowledged_at": alert.acknowledged_at,
+        "acknowledged_by": alert.acknowledged_by,
+        "resolution": alert.resolution,
+        "resolved_at": alert.resolved_at,
+        "resolved_by": alert.resolved_by,
+    })
+}
+
+/// Records the change from `before` to `after` and commits.
+async fn commit_change(
+    db: deadpool_postgres::Transaction<'_>,
+    actor: &Principal,
+    action: &'static str,
+    before: &AlertRecord,
+    after: &AlertRecord,
+) -> Result<(), StoreError> {
+    let entry = Entry {
+        actor,
+        action,
+        subject: format!("alert:{}", after.alert_id),
+        before: Some(workflow(before)),
+        after: Some(workflow(after)),
+    };
+    audit::record(&db, &entry).await?;
+    db.commit().await?;
+    Ok(())
+}
+
 /// Acknowledges an alert as `actor`; idempotent: an acknowledged alert keeps its first time
-/// and actor. `None` if unknown.
-pub async fn acknowledge(pool: &Pool, alert_id: i64, actor: &str) -> Result<Option<AlertRecord>, StoreError> {
-    let client = pool.get().await?;
+/// and actor (and the audit trail records only the first). `None` if unknown.
+pub async fn acknowledge(
+    pool: &Pool,
+    alert_id: i64,
+    actor: &Principal,
+) -> Result<Option<AlertRecord>, StoreError> {
+    let mut client = pool.get().await?;
+    let db = client.transaction().await?;
+    let Some(before) = locked(&db, alert_id).await? else {
+        return Ok(None);
+    };
+    if before.acknowledged_at.is_some() {
+        return Ok(Some(before));
+    }
     let sql = format!(
         "WITH a AS (
-             UPDATE alerts SET
-                 acknowledged_at = COALESCE(acknowledged_at, now()),
-                 acknowledged_by = CASE WHEN acknowledged_at IS NULL THEN $2 ELSE acknowledged_by END
+             UPDATE alerts SET acknowledged_at = now(), acknowledged_by = $2
              WHERE alert_id = $1
              RETURNING *)
          SELECT {COLUMNS} FROM a JOIN transactions t ON t.transaction_id = a.transaction_id"
     );
-    client.query_opt(&sql, &[&alert_id, &actor]).await?.as_ref().map(record).transpose()
+    let after = record(&db.query_one(&sql, &[&alert_id, &actor.subject]).await?)?;
+    commit_change(db, actor, "alert.acknowledge", &before, &after).await?;
+    Ok(Some(after))
 }
 
 /// Resolves an alert as `actor` with `verdict`, acknowledging it too if nobody had. The
@@ -225,27 +283,31 @@ pub async fn resolve(
     pool: &Pool,
     alert_id: i64,
     verdict: LabelValue,
-    actor: &str,
+    actor: &Principal,
 ) -> Result<Resolution, StoreError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
+    let db = client.transaction().await?;
+    let Some(before) = locked(&db, alert_id).await? else {
+        return Ok(Resolution::Unknown);
+    };
+    match before.resolution {
+        Some(existing) if existing == verdict => return Ok(Resolution::Resolved(before)),
+        Some(_) => return Ok(Resolution::Conflict(before)),
+        None => {}
+    }
     let sql = format!(
         "WITH a AS (
              UPDATE alerts SET
                  resolution = $2,
-                 resolved_at = COALESCE(resolved_at, now()),
-                 resolved_by = CASE WHEN resolved_at IS NULL THEN $3 ELSE resolved_by END,
+                 resolved_at = now(),
+                 resolved_by = $3,
                  acknowledged_at = COALESCE(acknowledged_at, now()),
                  acknowledged_by = CASE WHEN acknowledged_at IS NULL THEN $3 ELSE acknowledged_by END
-             WHERE alert_id = $1 AND (resolution IS NULL OR resolution = $2)
+             WHERE alert_id = $1
              RETURNING *)
          SELECT {COLUMNS} FROM a JOIN transactions t ON t.transaction_id = a.transaction_id"
     );
-    if let Some(row) = client.query_opt(&sql, &[&alert_id, &verdict.as_str(), &actor]).await? {
-        return Ok(Resolution::Resolved(record(&row)?));
-    }
-    drop(client);
-    Ok(match get(pool, alert_id).await? {
-        Some(existing) => Resolution::Conflict(existing),
-        None => Resolution::Unknown,
-    })
+    let after = record(&db.query_one(&sql, &[&alert_id, &verdict.as_str(), &actor.subject]).await?)?;
+    commit_change(db, actor, "alert.resolve", &before, &after).await?;
+    Ok(Resolution::Resolved(after))
 }

@@ -5,8 +5,14 @@ use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::StoreError;
-use crate::{model::Model, rules::RuleConfig, scoring::RuleSet};
+use deadpool_postgres::GenericClient;
+use serde_json::json;
+
+use super::{
+    StoreError,
+    audit::{self, Entry},
+};
+use crate::{auth::Principal, model::Model, rules::RuleConfig, scoring::RuleSet};
 
 /// The model artifact that ships with the binary, trained on generated data, so the very
 /// first decision is already made by a model (`fraudsense-worker train` reproduces it).
@@ -128,13 +134,14 @@ pub async fn rule_set(pool: &Pool, version: &str) -> Result<Option<RuleSet>, Sto
 pub async fn create_rule_set(
     pool: &Pool,
     rules: &RuleConfig,
-    created_by: &str,
+    created_by: &Principal,
     note: Option<&str>,
     activate: bool,
 ) -> Result<RuleSetRecord, StoreError> {
     let doc = serde_json::to_value(rules).map_err(|source| StoreError::Encode { what: "rules", source })?;
     let mut client = pool.get().await?;
     let db = client.transaction().await?;
+    let before = active_rules_version(&db).await?;
     if activate {
         db.execute("UPDATE rule_sets SET active = false WHERE active", &[]).await?;
     }
@@ -145,13 +152,27 @@ pub async fn create_rule_set(
                  VALUES ('rules-' || nextval('rule_set_number'), $1, $2, $3, $4, CASE WHEN $2 THEN now() END)
                  RETURNING {RULE_SET_COLUMNS}"
             ),
-            &[&doc, &activate, &created_by, &note],
+            &[&doc, &activate, &created_by.subject, &note],
         )
         .await?;
     let record = rule_set_record(&row)?;
-    audit(&db, &record.version, if activate { "create+activate" } else { "create" }, created_by).await?;
+    let after =
+        json!({"version": record.version, "active": record.active, "note": record.note, "rules": doc});
+    let entry = Entry {
+        actor: created_by,
+        action: "rules.create",
+        subject: record.version.clone(),
+        before: Some(json!({"active_version": before})),
+        after: Some(after),
+    };
+    audit::record(&db, &entry).await?;
     db.commit().await?;
     Ok(record)
+}
+
+/// The active rule set's version, if any, as seen by `db`.
+async fn active_rules_version(db: &impl GenericClient) -> Result<Option<String>, StoreError> {
+    Ok(db.query_opt("SELECT version FROM rule_sets WHERE active", &[]).await?.map(|r| r.get(0)))
 }
 
 /// Makes `version` the active rule set (a roll-back is activating an older one). `None`
@@ -159,13 +180,14 @@ pub async fn create_rule_set(
 pub async fn activate_rule_set(
     pool: &Pool,
     version: &str,
-    actor: &str,
+    actor: &Principal,
 ) -> Result<Option<RuleSetRecord>, StoreError> {
     let mut client = pool.get().await?;
     let db = client.transaction().await?;
     if db.query_opt("SELECT 1 FROM rule_sets WHERE version = $1 FOR UPDATE", &[&version]).await?.is_none() {
         return Ok(None);
     }
+    let before = active_rules_version(&db).await?;
     db.execute("UPDATE rule_sets SET active = false WHERE active AND version <> $1", &[&version]).await?;
     let row = db
         .query_one(
@@ -177,23 +199,16 @@ pub async fn activate_rule_set(
         )
         .await?;
     let record = rule_set_record(&row)?;
-    audit(&db, version, "activate", actor).await?;
+    let entry = Entry {
+        actor,
+        action: "rules.activate",
+        subject: version.to_owned(),
+        before: Some(json!({"active_version": before})),
+        after: Some(json!({"active_version": version})),
+    };
+    audit::record(&db, &entry).await?;
     db.commit().await?;
     Ok(Some(record))
-}
-
-async fn audit(
-    db: &deadpool_postgres::Transaction<'_>,
-    subject: &str,
-    action: &str,
-    actor: &str,
-) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO model_events (subject, action, actor) VALUES ($1, $2, $3)",
-        &[&subject, &action, &actor],
-    )
-    .await?;
-    Ok(())
 }
 
 /// Lifecycle state of a model version.
@@ -321,7 +336,7 @@ pub async fn set_model_status(
     pool: &Pool,
     version: &str,
     status: ModelStatus,
-    actor: &str,
+    actor: &Principal,
 ) -> Result<Option<ModelRecord>, StoreError> {
     let mut client = pool.get().await?;
     let db = client.transaction().await?;
@@ -353,7 +368,21 @@ pub async fn set_model_status(
             &[&version, &status.as_str()],
         )
         .await?;
-    audit(&db, version, status.as_str(), actor).await?;
+    let action = match status {
+        ModelStatus::Active => "model.activate",
+        ModelStatus::Shadow => "model.shadow",
+        ModelStatus::Retired => "model.retire",
+        ModelStatus::Candidate => "model.candidate",
+    };
+    let before: String = current.get(0);
+    let entry = Entry {
+        actor,
+        action,
+        subject: version.to_owned(),
+        before: Some(json!({"status": before})),
+        after: Some(json!({"status": status.as_str()})),
+    };
+    audit::record(&db, &entry).await?;
     db.commit().await?;
     Ok(Some(model_record(&row)))
 }
@@ -370,7 +399,8 @@ pub async fn ensure_active_model(pool: &Pool) -> Result<Option<String>, StoreErr
     save_model(pool, &model, &training, &metrics).await?;
     // Two processes starting at once: the unique index lets one win; the loser's error
     // leaves the winner's choice in place.
-    match set_model_status(pool, &model.version, ModelStatus::Active, "bootstrap").await {
+    match set_model_status(pool, &model.version, ModelStatus::Active, &Principal::operator("bootstrap")).await
+    {
         Ok(_) => Ok(Some(model.version)),
         Err(_) if active_versions(pool).await?.model.is_some() => Ok(None),
         Err(e) => Err(e),

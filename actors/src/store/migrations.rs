@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "alert_workflow", include_str!("../../migrations/0006_alert_workflow.sql")),
     (7, "trace_context", include_str!("../../migrations/0007_trace_context.sql")),
     (8, "outbox_vacuum", include_str!("../../migrations/0008_outbox_vacuum.sql")),
+    (9, "audit_log", include_str!("../../migrations/0009_audit_log.sql")),
 ];
 
 /// Arbitrary constant naming our advisory lock ("fraudsen" in ASCII).

@@ -178,6 +178,28 @@ pub const METRICS: &[MetricInfo] = &[
         "Time to answer an HTTP request, by method and matched route template.",
     ),
     metric(
+        "auth_refusals_total",
+        Counter,
+        Api,
+        Unit::Count,
+        &[Label {
+            name: "reason",
+            values: Values::Fixed(&[
+                "missing",
+                "malformed",
+                "algorithm",
+                "signature",
+                "expired",
+                "not_yet_valid",
+                "claims",
+                "forbidden",
+            ]),
+        }],
+        "Requests refused by authentication (401: missing, malformed, algorithm, signature, expired, \
+         not_yet_valid, claims) or authorisation (403: forbidden). A rise in signature or algorithm \
+         refusals is someone trying tokens.",
+    ),
+    metric(
         "alert_stream_clients",
         Gauge,
         Api,

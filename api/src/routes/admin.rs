@@ -4,19 +4,16 @@
 //! one transaction) and roll back by activating an older one; operators move model versions
 //! between candidate, shadow, active and retired. Nothing here talks to the workers: they
 //! poll the active versions every `ENGINE_REFRESH_MS` and swap engines without a restart.
-//! Every change names its author (`X-Actor`, else `api`) in `created_by` and in the audit
-//! table (`model_events`).
-//!
-//! **Access.** These routes change how every transaction is decided. They must sit behind
-//! the admin role once authentication lands; until then, expose them only where the
-//! network is trusted.
+//! These routes change how every transaction is decided: only the admin role reaches them.
+//! Every change names its author (the token's `sub`) in `created_by` and in the audit trail
+//! (`audit_log`, with the state before and after), written in the same transaction.
 //!
 //! Two invariants the handlers keep: a model version only becomes active or shadow if this
 //! build can load its artifact, and the active model cannot be retired or shadowed (activate
 //! its successor instead, which retires it), so there is always a model to decide with.
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode},
@@ -24,6 +21,7 @@ use axum::{
 };
 use deadpool_postgres::tokio_postgres::error::SqlState;
 use fraudsense_actors::{
+    auth::Principal,
     labels::MAX_NOTE_CHARS,
     rules::RuleConfig,
     store::{
@@ -34,19 +32,12 @@ use fraudsense_actors::{
 };
 use serde_json::Value;
 
-use crate::{body::json_body_within, problem::ApiError, state::AppState};
+use crate::{body::json_body_within, problem::ApiError, routes::query::field_error, state::AppState};
 
 /// Largest accepted rule document body: enough for every list at its maximum length
 /// ([`fraudsense_actors::rules::MAX_LIST_ENTRIES`] identifiers of up to 128 characters,
 /// five lists), which the default 64 KiB limit is not.
 pub const MAX_RULES_BODY_BYTES: usize = 8 * 1024 * 1024;
-
-/// Header naming who makes a change.
-pub const ACTOR_HEADER: &str = "x-actor";
-/// Author recorded when the request does not name one.
-pub const DEFAULT_ACTOR: &str = "api";
-/// Longest accepted `X-Actor`.
-const MAX_ACTOR_CHARS: usize = 64;
 
 /// Every field a `POST /admin/rules` body may have.
 const FIELDS: [&str; 3] = ["rules", "note", "activate"];
@@ -120,31 +111,6 @@ fn under_rules(field: &str) -> String {
     if field == "body" { "rules".to_owned() } else { format!("rules.{field}") }
 }
 
-fn field_error(field: &str, reason: &str) -> FieldError {
-    FieldError { field: field.to_owned(), reason: reason.to_owned() }
-}
-
-/// Who makes the change: `X-Actor` (1 to 64 of `a-z A-Z 0-9 . _ @ -`) or [`DEFAULT_ACTOR`].
-pub fn actor(headers: &HeaderMap) -> Result<String, FieldError> {
-    let mut values = headers.get_all(ACTOR_HEADER).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return if headers.contains_key(ACTOR_HEADER) {
-            Err(field_error("X-Actor", "must be given at most once"))
-        } else {
-            Ok(DEFAULT_ACTOR.to_owned())
-        };
-    };
-    match value.to_str() {
-        Ok(s)
-            if (1..=MAX_ACTOR_CHARS).contains(&s.len())
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-')) =>
-        {
-            Ok(s.to_owned())
-        }
-        _ => Err(field_error("X-Actor", "must be 1 to 64 of A-Z a-z 0-9 . _ @ -")),
-    }
-}
-
 /// The store's failure as an answer: `503` when retrying can help, `409` when a concurrent
 /// change won the race for the one active (or shadow) slot, an opaque `500` otherwise.
 fn store_failed(error: StoreError) -> ApiError {
@@ -208,10 +174,6 @@ pub async fn active_rule_set(State(state): State<AppState>) -> Result<Json<RuleS
     post,
     path = "/admin/rules",
     tag = "admin",
-    params(
-        ("X-Actor" = Option<String>, Header, description = "Who makes the change, recorded in `created_by` (default `api`)",
-            pattern = r"^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64, nullable = false),
-    ),
     request_body(content = crate::openapi::RuleSetRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Stored (and active unless `activate` was false)", body = RuleSetRecord),
@@ -219,7 +181,7 @@ pub async fn active_rule_set(State(state): State<AppState>) -> Result<Json<RuleS
         (status = 409, description = "Another change of the active rule set happened at the same moment: retry", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 8 MiB", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (those of the document as `rules.<path>`) or `X-Actor`, each named", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (those of the document as `rules.<path>`), each named", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable: nothing stored", body = crate::problem::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )
@@ -227,23 +189,17 @@ pub async fn active_rule_set(State(state): State<AppState>) -> Result<Json<RuleS
 #[tracing::instrument(skip_all, fields(component = "api", version))]
 pub async fn create_rule_set(
     State(state): State<AppState>,
+    Extension(actor): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw = json_body_within(&headers, body, MAX_RULES_BODY_BYTES)?;
-    let (actor, new) = match (actor(&headers), NewRuleSet::parse(&raw)) {
-        (Ok(actor), Ok(new)) => (actor, new),
-        (actor, new) => {
-            return Err(ApiError::Validation(
-                actor.err().into_iter().chain(new.err().into_iter().flatten()).collect(),
-            ));
-        }
-    };
+    let new = NewRuleSet::parse(&raw).map_err(ApiError::Validation)?;
     let record = catalog::create_rule_set(&state.pool, &new.rules, &actor, new.note.as_deref(), new.activate)
         .await
         .map_err(store_failed)?;
     tracing::Span::current().record("version", record.version.as_str());
-    tracing::info!(actor, active = record.active, "rule set stored");
+    tracing::info!(actor = actor.subject, active = record.active, "rule set stored");
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
@@ -256,15 +212,12 @@ pub async fn create_rule_set(
     params(
         ("version" = String, Path, description = "The rule set version", example = "rules-1",
             pattern = r"^[A-Za-z0-9._:-]{1,128}$", min_length = 1, max_length = 128),
-        ("X-Actor" = Option<String>, Header, description = "Who makes the change, recorded in the audit table (default `api`)",
-            pattern = r"^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64, nullable = false),
     ),
     responses(
         (status = 200, description = "The rule set, now active", body = RuleSetRecord),
         (status = 400, description = "Malformed version", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such rule set", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another change of the active rule set happened at the same moment: retry", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid `X-Actor`", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable: nothing changed", body = crate::problem::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )
@@ -272,16 +225,15 @@ pub async fn create_rule_set(
 #[tracing::instrument(skip_all, fields(component = "api", version = %version))]
 pub async fn activate_rule_set(
     State(state): State<AppState>,
+    Extension(actor): Extension<Principal>,
     Path(version): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<RuleSetRecord>, ApiError> {
     ApiError::check_id("version", &version)?;
-    let actor = actor(&headers).map_err(|e| ApiError::Validation(vec![e]))?;
     let record = catalog::activate_rule_set(&state.pool, &version, &actor)
         .await
         .map_err(store_failed)?
         .ok_or(ApiError::NotFound("rule set"))?;
-    tracing::info!(actor, "rule set activated");
+    tracing::info!(actor = actor.subject, "rule set activated");
     Ok(Json(record))
 }
 
@@ -343,15 +295,12 @@ pub async fn model(
             pattern = r"^[A-Za-z0-9._:-]{1,128}$", min_length = 1, max_length = 128),
         ("action" = String, Path, description = "`activate`, `shadow` or `retire`", example = "shadow",
             pattern = r"^(activate|shadow|retire)$"),
-        ("X-Actor" = Option<String>, Header, description = "Who makes the change, recorded in the audit table (default `api`)",
-            pattern = r"^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64, nullable = false),
     ),
     responses(
         (status = 200, description = "The model version in its new state", body = ModelRecord),
         (status = 400, description = "Malformed version", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such model version or action", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "It is the active model (shadow, retire), its artifact cannot be loaded by this build (activate, shadow), or a concurrent change won: nothing changed", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid `X-Actor`", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable: nothing changed", body = crate::problem::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )
@@ -359,8 +308,8 @@ pub async fn model(
 #[tracing::instrument(skip_all, fields(component = "api", version = %version, action = %action))]
 pub async fn change_model(
     State(state): State<AppState>,
+    Extension(actor): Extension<Principal>,
     Path((version, action)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<Json<ModelRecord>, ApiError> {
     let status = match action.as_str() {
         "activate" => ModelStatus::Active,
@@ -368,18 +317,17 @@ pub async fn change_model(
         "retire" => ModelStatus::Retired,
         _ => return Err(ApiError::NotFound("model action")),
     };
-    set_status(&state, &version, &headers, status).await
+    set_status(&state, &version, &actor, status).await
 }
 
 /// The body of the three model transitions.
 async fn set_status(
     state: &AppState,
     version: &str,
-    headers: &HeaderMap,
+    actor: &Principal,
     status: ModelStatus,
 ) -> Result<Json<ModelRecord>, ApiError> {
     ApiError::check_id("version", version)?;
-    let actor = actor(headers).map_err(|e| ApiError::Validation(vec![e]))?;
     let current = catalog::model_record_of(&state.pool, version)
         .await
         .map_err(store_failed)?
@@ -399,17 +347,16 @@ async fn set_status(
             Err(error) => return Err(store_failed(error)),
         }
     }
-    let record = catalog::set_model_status(&state.pool, version, status, &actor)
+    let record = catalog::set_model_status(&state.pool, version, status, actor)
         .await
         .map_err(store_failed)?
         .ok_or(ApiError::NotFound("model version"))?;
-    tracing::info!(actor, status = status.as_str(), "model status changed");
+    tracing::info!(actor = actor.subject, status = status.as_str(), "model status changed");
     Ok(Json(record))
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
     use serde_json::json;
 
     use super::*;
@@ -457,28 +404,5 @@ mod tests {
         assert_eq!(fields(json!({"rules": null})), ["rules"]);
         assert_eq!(fields(json!({})), ["rules"]);
         assert_eq!(fields(json!("rules")), ["body"]);
-    }
-
-    #[test]
-    fn the_actor_header_is_optional_and_strict() {
-        let with = |values: &[&str]| {
-            let mut headers = HeaderMap::new();
-            for v in values {
-                headers.append(ACTOR_HEADER, HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")));
-            }
-            actor(&headers).map_err(|e| e.field)
-        };
-        assert_eq!(with(&[]), Ok("api".to_owned()));
-        assert_eq!(with(&["alice@example.com"]), Ok("alice@example.com".to_owned()));
-        assert_eq!(with(&["Ops-bot_2.0"]), Ok("Ops-bot_2.0".to_owned()));
-        assert!(with(&["a".repeat(64).as_str()]).is_ok());
-        let long = "a".repeat(65);
-        for bad in [&[""][..], &["a b"], &["a/b"], &["x", "x"], &[long.as_str()]] {
-            assert_eq!(with(bad), Err("X-Actor".to_owned()), "{bad:?}");
-        }
-        let mut headers = HeaderMap::new();
-        headers
-            .insert(ACTOR_HEADER, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap_or_else(|e| panic!("{e}")));
-        assert!(actor(&headers).is_err(), "non-ASCII");
     }
 }

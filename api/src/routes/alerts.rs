@@ -2,19 +2,20 @@
 //! `GET /alerts/{alert_id}`, `POST /alerts/{alert_id}/ack` and
 //! `POST /alerts/{alert_id}/resolve`.
 //!
-//! Acknowledging and resolving name their author (`X-Actor`, else `api`) and keep the first
-//! time and author. Resolving labels the alert's transaction exactly as
+//! Acknowledging and resolving name their author (the token's `sub`), keep the first time
+//! and author, and write the change to the audit trail in the same transaction. Resolving labels the alert's transaction exactly as
 //! `POST /transactions/{id}/label` does (source `analyst`), so every verdict feeds training
 //! and the merchant risk feature.
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, RawQuery, State, rejection::BytesRejection},
     http::HeaderMap,
 };
 use chrono::{DateTime, Utc};
 use fraudsense_actors::{
+    auth::Principal,
     labels::{LabelValue, MAX_NOTE_CHARS, NewLabel},
     scoring::RiskLabel,
     store::{
@@ -29,7 +30,10 @@ use serde_json::Value;
 use crate::{
     body::json_body,
     problem::ApiError,
-    routes::{admin::actor, transactions::record_label},
+    routes::{
+        query::{field_error, known_pairs, page},
+        transactions::record_label,
+    },
     state::AppState,
 };
 
@@ -47,10 +51,6 @@ pub struct AlertPage {
     pub next_cursor: Option<i64>,
 }
 
-fn field_error(field: &str, reason: &str) -> FieldError {
-    FieldError { field: field.to_owned(), reason: reason.to_owned() }
-}
-
 /// Reads the `GET /alerts` query, reporting every bad parameter by name. Parameters it
 /// does not know are ignored; a known one given twice is an error.
 pub fn parse_filter(query: Option<&str>) -> Result<AlertFilter, Vec<FieldError>> {
@@ -64,22 +64,9 @@ pub fn parse_filter(query: Option<&str>) -> Result<AlertFilter, Vec<FieldError>>
         limit: DEFAULT_LIMIT,
     };
     let mut errors = Vec::new();
-    let mut seen = Vec::new();
-    let pairs =
-        query.map(|q| url::form_urlencoded::parse(q.as_bytes()).collect::<Vec<_>>()).unwrap_or_default();
-    for (key, value) in &pairs {
-        let key = key.as_ref();
-        if !["status", "risk", "account_id", "from", "to", "limit", "cursor"].contains(&key) {
-            continue;
-        }
-        if seen.contains(&key) {
-            if !errors.iter().any(|e: &FieldError| e.field == key) {
-                errors.push(field_error(key, "must be given at most once"));
-            }
-            continue;
-        }
-        seen.push(key);
-        let value = value.as_ref();
+    let known = ["status", "risk", "account_id", "from", "to", "limit", "cursor"];
+    for (key, value) in known_pairs(query, &known, &mut errors) {
+        let (key, value) = (key.as_str(), value.as_str());
         match key {
             "status" => match AlertStatus::parse(value) {
                 Some(status) => filter.status = Some(status),
@@ -180,13 +167,8 @@ pub async fn list(
     let limit = filter.limit as usize;
     // One more than asked tells whether another page follows.
     filter.limit += 1;
-    let mut alerts = alerts::list(&state.pool, &filter).await.map_err(store_failed)?;
-    let next_cursor = if alerts.len() > limit {
-        alerts.truncate(limit);
-        alerts.last().map(|a| a.alert_id)
-    } else {
-        None
-    };
+    let alerts = alerts::list(&state.pool, &filter).await.map_err(store_failed)?;
+    let (alerts, next_cursor) = page(alerts, limit, |a| a.alert_id);
     Ok(Json(AlertPage { alerts, next_cursor }))
 }
 
@@ -224,8 +206,6 @@ pub async fn get(
     tag = "alerts",
     params(
         ("alert_id" = i64, Path, description = "The alert", minimum = 1),
-        ("X-Actor" = Option<String>, Header, description = "Who acknowledges, recorded in `acknowledged_by` (default `api`)",
-            pattern = r"^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64, nullable = false),
     ),
     request_body(content = Option<crate::openapi::AckRequest>, description = "None, `null` or an empty object", content_type = "application/json"),
     responses(
@@ -234,7 +214,7 @@ pub async fn get(
         (status = 404, description = "No such alert", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body that is not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A body other than `{}` or `null`, or an invalid `X-Actor`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body other than `{}` or `null`", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable: nothing changed", body = crate::problem::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )
@@ -242,34 +222,31 @@ pub async fn get(
 #[tracing::instrument(skip_all, fields(component = "api", alert_id = %raw))]
 pub async fn ack(
     State(state): State<AppState>,
+    Extension(actor): Extension<Principal>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AlertRecord>, ApiError> {
     let id = alert_id(&raw)?;
     let empty = body.as_ref().is_ok_and(|b| b.is_empty());
-    let mut errors = Vec::new();
     if !empty {
-        match json_body(&headers, body)? {
+        let errors: Vec<FieldError> = match json_body(&headers, body)? {
             // `null` is how a JSON client says "no body".
-            Value::Null => {}
-            Value::Object(fields) => errors.extend(fields.keys().map(|k| field_error(k, "unknown field"))),
-            _ => errors.push(field_error("body", "must be a JSON object (or absent)")),
+            Value::Null => Vec::new(),
+            Value::Object(fields) => fields.keys().map(|k| field_error(k, "unknown field")).collect(),
+            _ => vec![field_error("body", "must be a JSON object (or absent)")],
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
         }
     }
-    let actor = match actor(&headers) {
-        Ok(actor) => Some(actor),
-        Err(error) => {
-            errors.push(error);
-            None
-        }
-    };
-    let (Some(actor), true) = (actor, errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
-    };
     let alert = alerts::acknowledge(&state.pool, id, &actor).await.map_err(store_failed)?;
     let alert = alert.ok_or(ApiError::NotFound("alert"))?;
-    tracing::info!(actor, acknowledged_by = alert.acknowledged_by.as_deref(), "alert acknowledged");
+    tracing::info!(
+        actor = actor.subject,
+        acknowledged_by = alert.acknowledged_by.as_deref(),
+        "alert acknowledged"
+    );
     state.alerts.announce(&state.redis, &alert).await;
     Ok(Json(alert))
 }
@@ -332,8 +309,6 @@ impl ResolveBody {
     tag = "alerts",
     params(
         ("alert_id" = i64, Path, description = "The alert", minimum = 1),
-        ("X-Actor" = Option<String>, Header, description = "Who resolves, recorded in `resolved_by` (default `api`)",
-            pattern = r"^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64, nullable = false),
     ),
     request_body(content = crate::openapi::ResolveRequest, content_type = "application/json"),
     responses(
@@ -343,7 +318,7 @@ impl ResolveBody {
         (status = 409, description = "Already resolved the other way, or its transaction carries a different label", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or `X-Actor`, each named", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database or Redis unavailable: retry (a retry completes what was started)", body = crate::problem::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )
@@ -351,20 +326,14 @@ impl ResolveBody {
 #[tracing::instrument(skip_all, fields(component = "api", alert_id = %raw, transaction_id))]
 pub async fn resolve(
     State(state): State<AppState>,
+    Extension(actor): Extension<Principal>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AlertRecord>, ApiError> {
     let id = alert_id(&raw)?;
     let raw_body = json_body(&headers, body)?;
-    let (actor, request) = match (actor(&headers), ResolveBody::parse(&raw_body)) {
-        (Ok(actor), Ok(request)) => (actor, request),
-        (actor, request) => {
-            return Err(ApiError::Validation(
-                actor.err().into_iter().chain(request.err().into_iter().flatten()).collect(),
-            ));
-        }
-    };
+    let request = ResolveBody::parse(&raw_body).map_err(ApiError::Validation)?;
     let alert =
         alerts::get(&state.pool, id).await.map_err(store_failed)?.ok_or(ApiError::NotFound("alert"))?;
     tracing::Span::current().record("transaction_id", alert.transaction_id.as_str());
@@ -374,10 +343,10 @@ pub async fn resolve(
     // The label first: it is first-wins, so an alert's resolution always agrees with its
     // transaction's label, and a retry after a failure below finds it unchanged.
     let label = NewLabel { label: request.resolution, source: "analyst".to_owned(), note: request.note };
-    record_label(&state, &alert.transaction_id, &label).await?;
+    record_label(&state, &alert.transaction_id, &label, &actor).await?;
     match alerts::resolve(&state.pool, id, request.resolution, &actor).await.map_err(store_failed)? {
         Resolution::Resolved(alert) => {
-            tracing::info!(actor, resolution = request.resolution.as_str(), "alert resolved");
+            tracing::info!(actor = actor.subject, resolution = request.resolution.as_str(), "alert resolved");
             state.alerts.announce(&state.redis, &alert).await;
             Ok(Json(alert))
         }

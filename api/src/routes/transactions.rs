@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode},
@@ -12,6 +12,7 @@ use axum::{
 use chrono::Utc;
 use fraudsense_actors::{
     Transaction, TransactionCreated,
+    auth::Principal,
     labels::{Label, LabelValue, NewLabel},
     store::{self, LabelOutcome},
 };
@@ -244,6 +245,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 #[tracing::instrument(skip_all, fields(component = "api", transaction_id = %id))]
 pub async fn label(
     State(state): State<AppState>,
+    Extension(actor): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -251,7 +253,7 @@ pub async fn label(
     ApiError::check_id("transaction_id", &id)?;
     let raw = json_body(&headers, body)?;
     let new = NewLabel::parse(&raw).map_err(ApiError::Validation)?;
-    match record_label(&state, &id, &new).await? {
+    match record_label(&state, &id, &new, &actor).await? {
         Labelled::Created(label) => Ok((StatusCode::CREATED, Json(label)).into_response()),
         Labelled::Unchanged(label) => Ok((StatusCode::OK, Json(label)).into_response()),
     }
@@ -270,8 +272,13 @@ pub(crate) enum Labelled {
 /// `POST /alerts/{id}/resolve` both do. A different label already there is a `409`, an
 /// unknown transaction a `404`, either store down a `503`. Recording in Redis is
 /// idempotent, so a retry after a Redis failure completes it.
-pub(crate) async fn record_label(state: &AppState, id: &str, new: &NewLabel) -> Result<Labelled, ApiError> {
-    let outcome = store::record_label(&state.pool, id, new).await.map_err(|error| {
+pub(crate) async fn record_label(
+    state: &AppState,
+    id: &str,
+    new: &NewLabel,
+    actor: &Principal,
+) -> Result<Labelled, ApiError> {
+    let outcome = store::record_label(&state.pool, id, new, actor).await.map_err(|error| {
         tracing::error!(%error, "label not recorded");
         ApiError::Unavailable { detail: "the database is unavailable; retry later", retry_after: 1 }
     })?;

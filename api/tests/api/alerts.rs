@@ -201,17 +201,35 @@ async fn acknowledging_is_idempotent_and_keeps_the_first_actor() {
     assert_eq!(again, first, "the first acknowledgement stays");
     assert_eq!(ok(app.post_as(&path, Some("null"), None).await, 200).await, first);
 
-    // Without X-Actor the author is `api`.
+    // The author is the token's subject, and the audit trail has the change, once.
     let other = app.seed_alert(Seed::new("ack-2")).await;
-    let anonymous = ok(app.post_as(&format!("/alerts/{other}/ack"), Some("{}"), None).await, 200).await;
-    assert_eq!(anonymous["acknowledged_by"], "api");
+    let by_test = ok(app.post_as(&format!("/alerts/{other}/ack"), Some("{}"), None).await, 200).await;
+    assert_eq!(by_test["acknowledged_by"], "test");
+    let audited = app
+        .sql_row(
+            "SELECT count(*), min(actor), min(before->>'status'), min(after->>'acknowledged_by') \
+             FROM audit_log WHERE action = 'alert.acknowledge' AND subject = $1",
+            &format!("alert:{id}"),
+        )
+        .await;
+    assert_eq!(
+        (
+            audited.get::<_, i64>(0),
+            audited.get::<_, &str>(1),
+            audited.get::<_, &str>(2),
+            audited.get::<_, &str>(3)
+        ),
+        (1, "alice@example.com", "open", "alice@example.com"),
+        "one entry: the repeats changed nothing"
+    );
 
     // Concurrent acknowledgements: exactly one author wins, and every answer names it.
     let third = app.seed_alert(Seed::new("ack-3")).await;
     let third_path = format!("/alerts/{third}/ack");
     let mut racing = tokio::task::JoinSet::new();
     for i in 0..8 {
-        let request = app.http.post(app.url(&third_path)).header("x-actor", format!("analyst-{i}"));
+        let token = app.env.token(&format!("analyst-{i}"), &[fraudsense_actors::auth::Role::Analyst]);
+        let request = app.http.post(app.url(&third_path)).bearer_auth(token);
         racing.spawn(async move { request.send().await });
     }
     let mut authors = BTreeSet::new();
@@ -221,8 +239,8 @@ async fn acknowledging_is_idempotent_and_keeps_the_first_actor() {
     }
     assert_eq!(authors.len(), 1, "{authors:?}");
 
-    let bad = problem(app.post_as(&path, Some(r#"{"note": "x"}"#), Some("a b")).await, 422).await;
-    assert_eq!(error_fields(&bad), ["note", "X-Actor"]);
+    let bad = problem(app.post_as(&path, Some(r#"{"note": "x"}"#), None).await, 422).await;
+    assert_eq!(error_fields(&bad), ["note"]);
     problem(app.post_as(&path, Some("[]"), None).await, 422).await;
     problem(app.post_as(&path, Some("{"), None).await, 400).await;
     let text = app.http.post(app.url(&path)).header("content-type", "text/plain").body("hi").send().await;
@@ -258,6 +276,19 @@ async fn resolving_labels_the_transaction_and_refuses_a_different_verdict() {
     let labels: i64 = redis.zcard(format!("{prefix}merch:{{merchant-9}}:lab")).await.unwrap_or(-1);
     let fraud: i64 = redis.zcard(format!("{prefix}merch:{{merchant-9}}:fraud")).await.unwrap_or(-1);
     assert_eq!((labels, fraud), (1, 1), "the merchant risk feature learns the verdict");
+    // Both changes are in the audit trail under carol, with before and after.
+    let audited = app
+        .sql_row(
+            "SELECT string_agg(action || ' by ' || actor || ': ' || COALESCE(before->>'status', '-') || ' -> ' \
+             || COALESCE(after->>'status', after->>'label'), '; ' ORDER BY audit_id) FROM audit_log \
+             WHERE subject IN ($1, 'res-1')",
+            &format!("alert:{id}"),
+        )
+        .await;
+    assert_eq!(
+        audited.get::<_, &str>(0),
+        "transaction.label by carol: - -> fraud; alert.resolve by carol: open -> resolved"
+    );
 
     // The same verdict again: unchanged. A different one: refused, nothing changes.
     let again = ok(app.post_as(&path, Some(r#"{"resolution": "fraud"}"#), Some("dave")).await, 200).await;
@@ -282,9 +313,12 @@ async fn resolving_labels_the_transaction_and_refuses_a_different_verdict() {
     let other_path = format!("/alerts/{other}/resolve");
     problem(app.post_as(&other_path, Some(r#"{"resolution": "fraud"}"#), None).await, 409).await;
     assert_eq!(ok(app.get(&format!("/alerts/{other}")).await, 200).await["status"], "open");
-    // Agreeing with it resolves (as `api` without X-Actor), keeping the existing label.
+    // Agreeing with it resolves (as the default test subject), keeping the existing label.
     let agreed = ok(app.post_as(&other_path, Some(r#"{"resolution": "legit"}"#), None).await, 200).await;
-    assert_eq!((agreed["resolution"].as_str(), agreed["resolved_by"].as_str()), (Some("legit"), Some("api")));
+    assert_eq!(
+        (agreed["resolution"].as_str(), agreed["resolved_by"].as_str()),
+        (Some("legit"), Some("test"))
+    );
     let label = app.sql_row("SELECT source FROM labels WHERE transaction_id = $1", "res-2").await;
     assert_eq!(label.get::<_, &str>(0), "chargeback");
 
@@ -292,8 +326,8 @@ async fn resolving_labels_the_transaction_and_refuses_a_different_verdict() {
     let third = app.seed_alert(Seed::new("res-3")).await;
     let third_path = format!("/alerts/{third}/resolve");
     let long = json!({"resolution": "maybe", "note": "n".repeat(1001), "extra": 1}).to_string();
-    let bad = problem(app.post_as(&third_path, Some(&long), Some("x/y")).await, 422).await;
-    assert_eq!(error_fields(&bad), ["X-Actor", "extra", "resolution", "note"]);
+    let bad = problem(app.post_as(&third_path, Some(&long), None).await, 422).await;
+    assert_eq!(error_fields(&bad), ["extra", "resolution", "note"]);
     let missing = problem(app.post_as(&third_path, Some("{}"), None).await, 422).await;
     assert_eq!(error_fields(&missing), ["resolution"]);
     let dup = r#"{"resolution": "fraud", "resolution": "legit"}"#;

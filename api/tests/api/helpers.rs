@@ -35,7 +35,8 @@ pub async fn spawn_app_on(env: TestEnv, settings: Settings) -> TestApp {
     let served = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    TestApp { addr, publisher, env, http: reqwest::Client::new(), stop, served }
+    let http = env.http_client();
+    TestApp { addr, publisher, env, http, stop, served }
 }
 
 /// A valid transaction body.
@@ -112,14 +113,15 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
 }
 
 impl TestApp {
-    /// POSTs to `path` with an optional raw JSON body and `X-Actor`.
+    /// POSTs to `path` with an optional raw JSON body, as `actor` (a token for that subject
+    /// with every role) or else as `test`.
     pub async fn post_as(&self, path: &str, body: Option<&str>, actor: Option<&str>) -> reqwest::Response {
         let mut request = self.http.post(self.url(path));
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_owned());
         }
         if let Some(actor) = actor {
-            request = request.header("x-actor", actor);
+            request = request.bearer_auth(self.env.token(actor, &fraudsense_actors::auth::Role::ALL));
         }
         request.send().await.unwrap_or_else(|e| panic!("POST {path} failed: {e}"))
     }

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fraudsense_actors::auth::Role;
 use serde_json::Value;
 
 use crate::helpers::spawn_app_with;
@@ -35,6 +36,7 @@ async fn the_openapi_document_is_3_1_and_covers_every_route() {
         ("/admin/models", "get"),
         ("/admin/models/{version}", "get"),
         ("/admin/models/{version}/{action}", "post"),
+        ("/audit", "get"),
         ("/health", "get"),
         ("/ready", "get"),
     ] {
@@ -47,6 +49,15 @@ async fn the_openapi_document_is_3_1_and_covers_every_route() {
         assert!(post[status].is_object(), "POST /transactions lacks {status}");
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    // Every operation but health and readiness declares the bearer requirement and its 401/403.
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let public = ["/health", "/ready"].contains(&path.as_str());
+            assert_eq!(op["security"].is_array(), !public, "{method} {path}");
+            assert_eq!(op["responses"]["401"].is_object(), !public, "{method} {path}");
+        }
+    }
     app.teardown().await;
 }
 
@@ -72,6 +83,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .arg("run")
         .arg(app.url("/openapi.json"))
         .args(["--url", &app.url("")])
+        // Every role: the fuzzing is of the inputs; who may call what is tests/api/access.rs.
+        .args(["--header", &format!("Authorization: Bearer {}", app.env.token("schemathesis", &Role::ALL))])
         .args([
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,\
@@ -112,6 +125,6 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     assert_eq!(status.code(), Some(0), "schemathesis found problems:\n{stdout}");
     // It really exercised the api: every operation was tested.
     println!("{stdout}");
-    assert!(stdout.contains("Tested: 17"), "not every operation ran:\n{stdout}");
+    assert!(stdout.contains("Tested: 18"), "not every operation ran:\n{stdout}");
     app.teardown().await;
 }

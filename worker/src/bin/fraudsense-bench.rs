@@ -31,6 +31,10 @@ struct Cli {
     /// The api (only 127.0.0.1, localhost or [::1]).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
+    /// Bearer token with the ingest and analyst roles (default: one minted with the
+    /// configured HS256 secret, as `make load` / `make bench` provide).
+    #[arg(long, env = "FRAUDSENSE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Offered rate of the first step, tx/s.
     #[arg(long, default_value_t = 250.0)]
     start_rate: f64,
@@ -89,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Err(LoadError::Invalid { flag: "--start-rate/--step/--max-rate", reason }.into());
     }
     let (mut settings, _telemetry) = load::tool_setup("bench", cli.database_url)?;
+    let token = load::tool_token(&settings, "fraudsense-bench", cli.token, Duration::from_secs(6 * 3600))?;
     // Every step pays from accounts no step and no earlier run used, so no step inherits the
     // windows (and the velocity) of the one before: the mix of decisions stays what the
     // generator builds instead of drifting towards HIGH.
@@ -101,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(cli.drain_timeout),
         run_id: format!("bench-{}-r{rate:.0}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ")),
         rate_limit: Some(RateLimit::of(&settings.http)),
+        token: Some(token.clone()),
         ..LoadConfig::new(api.clone(), rate, Duration::from_secs(cli.step_duration))
     };
     let rates = plan.rates();

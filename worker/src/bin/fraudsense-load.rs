@@ -28,6 +28,10 @@ struct Cli {
     /// The api (only 127.0.0.1, localhost or [::1]).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
+    /// Bearer token with the ingest and analyst roles (default: one minted with the
+    /// configured HS256 secret, as `make load` / `make bench` provide).
+    #[arg(long, env = "FRAUDSENSE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Requests per second, sent on schedule whether or not earlier ones answered.
     #[arg(long)]
     rate: f64,
@@ -96,7 +100,10 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let api = ApiTarget::parse(&cli.api)?;
     let (mut settings, _telemetry) = load::tool_setup("load", cli.database_url)?;
+    let ttl = Duration::from_secs(cli.duration + cli.drain_timeout + 600);
+    let token = load::tool_token(&settings, "fraudsense-load", cli.token, ttl)?;
     let config = LoadConfig {
+        token: Some(token),
         accounts: cli.accounts,
         merchants: cli.merchants,
         fraud_mix: cli.fraud_mix,

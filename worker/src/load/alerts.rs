@@ -53,12 +53,14 @@ impl AlertListener {
         ws_base: &str,
         since: i64,
         run_id: &str,
+        token: Option<String>,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
-        let socket = open(ws_base, since).await?;
+        let socket = open(ws_base, since, token.as_deref()).await?;
         let received = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = watch::channel(false);
         let listen = Listen {
             ws_base: ws_base.to_owned(),
+            token,
             run_id: run_id.to_owned(),
             last_alert_id: since,
             seen: HashSet::new(),
@@ -81,13 +83,26 @@ impl AlertListener {
     }
 }
 
-async fn open(ws_base: &str, since: i64) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-    let (socket, _) = connect_async(format!("{ws_base}/alerts/stream?since={since}")).await?;
+async fn open(
+    ws_base: &str,
+    since: i64,
+    token: Option<&str>,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("{ws_base}/alerts/stream?since={since}").into_client_request()?;
+    if let Some(token) = token
+        && let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        request.headers_mut().insert("authorization", value);
+    }
+    let (socket, _) = connect_async(request).await?;
     Ok(socket)
 }
 
 struct Listen {
     ws_base: String,
+    /// Sent again on every reconnect.
+    token: Option<String>,
     run_id: String,
     last_alert_id: i64,
     seen: HashSet<u64>,
@@ -105,7 +120,7 @@ impl Listen {
                     _ = stopped.changed() => return self.log,
                     () = tokio::time::sleep(RECONNECT_DELAY) => {},
                 }
-                if let Ok(ws) = open(&self.ws_base, resume).await {
+                if let Ok(ws) = open(&self.ws_base, resume, self.token.as_deref()).await {
                     self.log.reconnects += 1;
                     socket = Some(ws);
                 }

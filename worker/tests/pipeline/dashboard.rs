@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use fraudsense_actors::auth::Role;
 use serde_json::{Value, json};
 
 use crate::{
@@ -34,11 +35,36 @@ const CONNECTION_IS: &str = r##"
     const state = document.querySelector("#connection").dataset.state;
     return state === arguments[0] ? state : null;"##;
 
+/// Whether the sign-in box shows (`true`), else `null`.
+const SIGN_IN_SHOWN: &str = r##"return document.querySelector("#signin").hidden ? null : true;"##;
+
+/// Opens the dashboard and signs in as the analyst `dana` by pasting a token.
 async fn open_dashboard(p: &Pipeline) -> Browser {
     let browser = Browser::start().await;
     browser.client.goto(&format!("http://{}/dashboard", p.api)).await.unwrap_or_else(|e| panic!("{e}"));
+    let token = p.env.token("dana", &[Role::Analyst]);
+    sign_in(&browser, &token).await;
     connection_becomes(&browser, "live").await;
+    // Signed in as the token's subject; the token is in this tab's session storage only,
+    // never in the address bar or in persistent storage.
+    let who = browser.eval(r##"return document.querySelector("#whoami").textContent;"##, vec![]).await;
+    assert_eq!(who, "dana · analyst");
+    let url = browser.client.current_url().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!url.as_str().contains(&token), "the token is in the URL");
+    let stored = browser
+        .eval(
+            r##"return [sessionStorage.getItem("fraudsense.token"), JSON.stringify(localStorage)];"##,
+            vec![],
+        )
+        .await;
+    assert_eq!(stored, json!([token, "{}"]));
     browser
+}
+
+async fn sign_in(browser: &Browser, token: &str) {
+    browser.wait_for(DEADLINE, "the sign-in box", SIGN_IN_SHOWN, &[]).await;
+    browser.find("#token").await.send_keys(token).await.unwrap_or_else(|e| panic!("{e}"));
+    browser.click("#signin-form button[type=submit]").await;
 }
 
 async fn connection_becomes(browser: &Browser, state: &str) {
@@ -66,9 +92,7 @@ async fn a_high_risk_payment_appears_live_and_acknowledging_it_persists() {
     let id = row_of(&browser, "acct-browser-1", ON_SCREEN_WITHIN).await;
     println!("alert {id} on screen {:?} after the 202", accepted.elapsed());
 
-    // The analyst types their name and clicks Ack in that row.
-    // Select-all and type over it (Control, a, release modifiers, the name).
-    browser.find("#analyst").await.send_keys("\u{E009}a\u{E000}dana").await.unwrap_or_else(|e| panic!("{e}"));
+    // The analyst clicks Ack in that row: the author is the token's subject.
     let ack = format!(r##"#alerts tbody tr[data-alert-id="{id}"] button[data-action="ack"]"##);
     browser.click(&ack).await;
     let status = format!(
@@ -139,6 +163,32 @@ async fn after_an_api_restart_the_page_reconnects_and_shows_alerts_raised_meanwh
 
     let shot = browser.screenshot("dashboard-after-api-restart.png").await;
     println!("screenshot: {}", shot.display());
+    browser.close().await;
+    p.teardown().await;
+}
+
+#[tokio::test]
+async fn without_a_valid_token_the_page_shows_nothing_but_the_sign_in() {
+    let p = spawn_pipeline().await;
+    high(&p, "hidden-1", "acct-hidden-1").await;
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("http://{}/dashboard", p.api)).await.unwrap_or_else(|e| panic!("{e}"));
+    browser.wait_for(DEADLINE, "the sign-in box", SIGN_IN_SHOWN, &[]).await;
+
+    // A well-formed token signed with another key: the api refuses it, the page signs out
+    // and asks again, and no alert reached the page.
+    let forged = fraudsense_actors::auth::sign_hs256(
+        b"not-the-secret-of-this-deployment",
+        &fraudsense_actors::auth::claims(&p.env.settings.auth, "mallory", &[Role::Analyst], DEADLINE),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    sign_in(&browser, &forged).await;
+    let refused = r##"const m = document.querySelector("#signin-message").textContent;
+        return !document.querySelector("#signin").hidden && m.includes("refused") ? m : null;"##;
+    browser.wait_for(DEADLINE, "the refusal", refused, &[]).await;
+    assert_eq!(browser.eval(ROWS, vec![]).await, json!([]));
+    let stored = browser.eval(r##"return sessionStorage.getItem("fraudsense.token");"##, vec![]).await;
+    assert_eq!(stored, Value::Null, "a refused token is forgotten");
     browser.close().await;
     p.teardown().await;
 }

@@ -40,7 +40,8 @@ pub async fn spawn_api_only_with(configure: impl FnOnce(&mut fraudsense_actors::
     let mut env = TestEnv::new().await.unwrap_or_else(|e| panic!("test env: {e:#}"));
     configure(&mut env.settings);
     let (api, serving) = serve_api(env.settings.clone()).await;
-    Pipeline { api, env, http: reqwest::Client::new(), node: None, serving: Some(serving) }
+    let http = env.http_client();
+    Pipeline { api, env, http, node: None, serving: Some(serving) }
 }
 
 async fn serve_api(
@@ -53,6 +54,15 @@ async fn serve_api(
         let _ = stopped.await;
     }));
     (api, (stop_api, served))
+}
+
+/// The WebSocket handshake for `url`, carrying `token` as a bearer token.
+pub fn ws_request(url: &str, token: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap_or_else(|e| panic!("{url}: {e}"));
+    let value = format!("Bearer {token}").parse().unwrap_or_else(|e| panic!("{e}"));
+    request.headers_mut().insert("authorization", value);
+    request
 }
 
 /// An exclusive queue bound to `exchange` with `key`, and a consumer on it.

@@ -2,6 +2,7 @@
 //! pipeline stored.
 
 use chrono::{Duration, Utc};
+use fraudsense_actors::auth::Principal;
 use fraudsense_actors::{
     iforest,
     model::FitParams,
@@ -45,9 +46,10 @@ async fn a_new_rule_set_applies_without_a_restart_and_can_be_rolled_back() {
 
     let doc = json!({"amount": {"medium": "100", "high": "400"}, "thresholds": {"medium": 0.4, "high": 0.7}});
     let rules = RuleConfig::parse(&doc).unwrap_or_else(|e| panic!("{e:?}"));
-    let created = catalog::create_rule_set(&pool, &rules, "test", Some("tighter amounts"), true)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let created =
+        catalog::create_rule_set(&pool, &rules, &Principal::operator("test"), Some("tighter amounts"), true)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(created.version, "rules-2");
     let after = until_scored_with(&p, "r2", "500", |s| s["rules_version"] == "rules-2").await;
     let score = &after["score"];
@@ -59,7 +61,9 @@ async fn a_new_rule_set_applies_without_a_restart_and_can_be_rolled_back() {
     );
     assert_eq!(after["alerts"][0]["threshold"], 0.7, "the alert records the threshold it crossed");
 
-    catalog::activate_rule_set(&pool, "rules-1", "test").await.unwrap_or_else(|e| panic!("{e}"));
+    catalog::activate_rule_set(&pool, "rules-1", &Principal::operator("test"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     until_scored_with(&p, "r1", "500", |s| s["rules_version"] == "rules-1").await;
     p.teardown().await;
 }
@@ -81,7 +85,7 @@ async fn a_shadow_model_is_scored_and_stored_apart_then_promoted() {
         .refit_forest("challenger-1", &rows, iforest::Params { trees: 20, sample_size: 64, seed: 9 })
         .unwrap_or_else(|e| panic!("{e}"));
     catalog::save_model(&pool, &challenger, &json!({}), &json!({})).await.unwrap_or_else(|e| panic!("{e}"));
-    catalog::set_model_status(&pool, "challenger-1", ModelStatus::Shadow, "test")
+    catalog::set_model_status(&pool, "challenger-1", ModelStatus::Shadow, &Principal::operator("test"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
@@ -91,7 +95,7 @@ async fn a_shadow_model_is_scored_and_stored_apart_then_promoted() {
     assert_eq!(view["score"]["shadow"][0]["model_version"], "challenger-1");
     assert_eq!(p.count("SELECT count(*) FROM shadow_scores WHERE transaction_id = $1", &id).await, 1);
 
-    catalog::set_model_status(&pool, "challenger-1", ModelStatus::Active, "test")
+    catalog::set_model_status(&pool, "challenger-1", ModelStatus::Active, &Principal::operator("test"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     until_scored_with(&p, "a", "30", |s| s["model_version"] == "challenger-1").await;
@@ -223,9 +227,14 @@ async fn retraining_from_labels_uses_the_stored_feature_vectors() {
             source: "chargeback".into(),
             note: None,
         };
-        fraudsense_actors::store::record_label(&pool, &s.transaction.transaction_id, &label)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        fraudsense_actors::store::record_label(
+            &pool,
+            &s.transaction.transaction_id,
+            &label,
+            &Principal::operator("test"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     }
     let fraud = history.iter().filter(|s| s.fraud).count();
     assert!(fraud >= 4, "the generated history has fraud to learn from ({fraud})");

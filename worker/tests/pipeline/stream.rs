@@ -4,13 +4,16 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
 
-use crate::helpers::{DEADLINE, Pipeline, spawn_pipeline, transaction};
+use fraudsense_actors::auth::Role;
+
+use crate::helpers::{DEADLINE, Pipeline, spawn_pipeline, transaction, ws_request};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(p: &Pipeline, query: &str) -> Socket {
     let url = format!("ws://{}/alerts/stream{query}", p.api);
-    connect_async(url).await.unwrap_or_else(|e| panic!("{e}")).0
+    let token = p.env.token("stream-test", &[Role::Analyst]);
+    connect_async(ws_request(&url, &token)).await.unwrap_or_else(|e| panic!("{e}")).0
 }
 
 /// The next JSON message (answering pings on the way).
@@ -104,7 +107,8 @@ async fn since_replays_what_a_client_missed_and_filters_apply() {
     );
     replayed(&mut one).await;
     // A bad filter is refused before the upgrade.
-    let refused = connect_async(format!("ws://{}/alerts/stream?min_risk=SEVERE", p.api)).await;
+    let url = format!("ws://{}/alerts/stream?min_risk=SEVERE", p.api);
+    let refused = connect_async(ws_request(&url, &p.env.token("stream-test", &[Role::Analyst]))).await;
     assert!(refused.is_err());
     p.teardown().await;
 }
@@ -122,7 +126,7 @@ async fn workflow_changes_reach_every_client_and_a_stopping_api_closes_its_strea
     let ack = p
         .http
         .post(format!("http://{}/alerts/{id}/ack", p.api))
-        .header("X-Actor", "alice")
+        .bearer_auth(p.env.token("alice", &[Role::Analyst]))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
