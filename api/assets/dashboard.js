@@ -139,6 +139,21 @@
     return response;
   }
 
+  async function problemText(response) {
+    try {
+      const body = await response.json();
+      return body.detail || body.title || `HTTP ${response.status}`;
+    } catch (_) {
+      return `HTTP ${response.status}`;
+    }
+  }
+
+  async function getJson(path) {
+    const response = await authFetch(path);
+    if (!response.ok) throw new Error(await problemText(response));
+    return response.json();
+  }
+
   // ---------- connection indicator ----------
 
   function setConnection(value) {

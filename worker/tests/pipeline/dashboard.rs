@@ -49,6 +49,8 @@ async fn open_dashboard(p: &Pipeline) -> Browser {
     // never in the address bar or in persistent storage.
     let who = browser.eval(r##"return document.querySelector("#whoami").textContent;"##, vec![]).await;
     assert_eq!(who, "dana · analyst");
+    let toast = r##"const t = document.querySelector("#toast"); return t.hidden ? "" : t.textContent;"##;
+    assert_eq!(browser.eval(toast, vec![]).await, "", "the page reported an error");
     let url = browser.client.current_url().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(!url.as_str().contains(&token), "the token is in the URL");
     let stored = browser
