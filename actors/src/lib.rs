@@ -53,6 +53,7 @@ pub mod backlog;
 pub mod backoff;
 pub mod balance;
 pub mod consumer;
+pub mod dlq;
 pub mod engine;
 pub mod events;
 pub mod features;

@@ -104,6 +104,7 @@ impl Application {
             alerts,
             verifier,
             ws_max_message_bytes,
+            amqp: settings.amqp.clone(),
         };
         let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)
@@ -198,6 +199,9 @@ pub fn router(state: AppState, http: &HttpSettings) -> Router {
         .route("/admin/models", only(ADMIN, get(admin::models)))
         .route("/admin/models/{version}", only(ADMIN, get(admin::model)))
         .route("/admin/models/{version}/{action}", only(ADMIN, post(admin::change_model)))
+        .route("/admin/dlq", only(ADMIN, get(routes::dlq::list)))
+        .route("/admin/dlq/replay", only(ADMIN, post(routes::dlq::replay)))
+        .route("/admin/dlq/purge", only(ADMIN, post(routes::dlq::purge)))
         .route("/audit", only(ADMIN, get(routes::audit::list)))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/app.js", get(dashboard::script))

@@ -18,11 +18,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
-use fraudsense_actors::store::audit::AuditRecord;
+use fraudsense_actors::{dlq::DeadLetter, store::audit::AuditRecord};
 
 use crate::{
     problem::Problem,
-    routes::{alerts::AlertPage, audit::AuditPage},
+    routes::{
+        alerts::AlertPage,
+        audit::AuditPage,
+        dlq::{DeadLetterOutcome, DeadLetters},
+    },
 };
 
 /// The whole document.
@@ -50,6 +54,9 @@ use crate::{
         crate::routes::admin::model,
         crate::routes::admin::change_model,
         crate::routes::audit::list,
+        crate::routes::dlq::list,
+        crate::routes::dlq::replay,
+        crate::routes::dlq::purge,
         crate::routes::health::health,
         crate::routes::health::ready,
     ),
@@ -58,6 +65,7 @@ use crate::{
         Problem, FieldError, AccountState, WindowState, Location, Label, LabelValue, Health, Readiness,
         RuleSetRequest, RuleSetRecord, RuleConfig, ModelRecord, ModelStatus, AlertPage, AlertRecord,
         AlertStatus, AckRequest, ResolveRequest, AuditPage, AuditRecord,
+        DeadLetters, DeadLetter, DeadLetterOutcome, ReplayRequest, PurgeRequest,
     )),
     tags(
         (name = "transactions", description = "Ingest and decisions"),
@@ -317,6 +325,24 @@ pub struct LabelRequest {
     /// Free text for the audit trail (at most 1000 characters).
     #[schema(max_length = 1000)]
     pub note: Option<String>,
+}
+
+/// The body of `POST /admin/dlq/replay`.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Most messages to replay, oldest first (default 100).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// The body of `POST /admin/dlq/purge`: purging is irreversible, so it must be confirmed.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// Must be `true`.
+    #[schema(value_type = bool, example = true)]
+    pub confirm: bool,
 }
 
 /// The optional body of `POST /alerts/{alert_id}/ack`: nothing, or an empty object.

@@ -25,4 +25,6 @@ pub struct AppState {
     pub verifier: std::sync::Arc<fraudsense_actors::auth::Verifier>,
     /// Largest message a stream client may send.
     pub ws_max_message_bytes: usize,
+    /// The broker, for the dead-letter routes (which open their own short connection).
+    pub amqp: fraudsense_actors::settings::AmqpSettings,
 }

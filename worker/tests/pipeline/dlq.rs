@@ -1,6 +1,8 @@
 use fraudsense_actors::{TransactionCreated, testing::eventually, topology::TRANSACTION_CREATED};
 use fraudsense_worker::dlq;
 use lapin::{BasicProperties, options::BasicPublishOptions};
+use reqwest::Method;
+use serde_json::{Value, json};
 
 use crate::helpers::{DEADLINE, spawn_pipeline, transaction};
 
@@ -45,25 +47,48 @@ async fn dead_letters_can_be_listed_replayed_and_purged() {
     };
     dead(2).await;
 
-    let letters = dlq::list(&p.env.settings, 10).await.unwrap_or_else(|e| panic!("{e:#}"));
+    // Over HTTP, as an admin: peek (changes nothing), replay, purge.
+    let listed: Value =
+        p.request(Method::GET, "/admin/dlq?limit=10", None).await.json().await.unwrap_or_default();
+    assert_eq!(listed["depth"], 2, "{listed}");
+    let letters = listed["messages"].as_array().cloned().unwrap_or_default();
     assert_eq!(letters.len(), 2, "{letters:?}");
-    let poison = letters.iter().find(|l| l.message_id.as_deref() == Some("poison-1"));
-    assert_eq!(poison.and_then(|l| l.reason.as_deref()), Some("rejected"));
-    assert_eq!(poison.map(|l| l.body.clone()), Some(serde_json::json!("definitely not json")));
-    let good = letters.iter().find(|l| l.message_id.as_deref() == Some("dlq-good"));
-    assert_eq!(
-        good.map(|l| l.body["transaction"]["transaction_id"].clone()),
-        Some(serde_json::json!("dlq-good"))
-    );
+    let poison = letters.iter().find(|l| l["message_id"] == "poison-1");
+    assert_eq!(poison.map(|l| l["reason"].clone()), Some(json!("rejected")));
+    assert_eq!(poison.map(|l| l["body"].clone()), Some(json!("definitely not json")));
+    let good = letters.iter().find(|l| l["message_id"] == "dlq-good");
+    assert_eq!(good.map(|l| l["body"]["transaction"]["transaction_id"].clone()), Some(json!("dlq-good")));
     dead(2).await; // listing changed nothing
 
-    let replayed = dlq::replay(&p.env.settings, 10).await.unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(replayed, 2, "replayed");
+    let replayed = p.request(Method::POST, "/admin/dlq/replay", Some(&json!({"limit": 10}))).await;
+    assert_eq!(replayed.status().as_u16(), 200);
+    assert_eq!(replayed.json::<Value>().await.unwrap_or_default()["count"], 2, "replayed");
     p.scored("dlq-good").await;
     dead(1).await; // the poison message is poison again
 
-    let purged = dlq::purge(&p.env.settings).await.unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(purged, 1, "purged");
+    // Purging is irreversible: it must be confirmed.
+    let unconfirmed = p.request(Method::POST, "/admin/dlq/purge", Some(&json!({}))).await;
+    assert_eq!(unconfirmed.status().as_u16(), 422);
+    dead(1).await;
+    let purged = p.request(Method::POST, "/admin/dlq/purge", Some(&json!({"confirm": true}))).await;
+    assert_eq!(purged.json::<Value>().await.unwrap_or_default()["count"], 1, "purged");
     dead(0).await;
+
+    // Both are in the audit trail: who, and the queue before and after.
+    let audited = p
+        .count(
+            "SELECT count(*) FROM audit_log WHERE actor = 'test' AND action = ANY(string_to_array($1, ',')) \
+             AND before ? 'dead_letters' AND (after->>'replayed' = '2' OR after->>'purged' = '1')",
+            "dlq.replay,dlq.purge",
+        )
+        .await;
+    assert_eq!(audited, 2);
+    // The command line does the same, as cli:<login>.
+    assert_eq!(dlq::replay(&p.env.settings, 10).await.unwrap_or_else(|e| panic!("{e:#}")), 0);
+    assert_eq!(dlq::list(&p.env.settings, 10).await.unwrap_or_else(|e| panic!("{e:#}")), []);
+    let cli = p
+        .count("SELECT count(*) FROM audit_log WHERE actor LIKE $1 AND action = 'dlq.replay'", "cli:%")
+        .await;
+    assert_eq!(cli, 1);
     p.teardown().await;
 }
