@@ -446,7 +446,6 @@ mod tests {
 
     #[test]
     fn unknown_roles_grant_nothing_and_a_list_audience_is_accepted() {
-        let s = settings(SECRET);
         let now = now_secs();
         let claims = serde_json::json!({
             "sub": "bob", "iss": "fraudsense", "aud": ["other", "fraudsense-api"],

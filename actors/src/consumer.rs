@@ -19,7 +19,7 @@ use std::{
 
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
+    BasicProperties, Channel, Connection,
     message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
@@ -28,7 +28,6 @@ use lapin::{
     types::{AMQPValue, FieldTable, ShortString},
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 
 use crate::{
@@ -175,8 +174,7 @@ impl Actor for ConsumerActor {
         myself: ActorRef<Self::Msg>,
         args: ConsumerArgs,
     ) -> Result<ConsumerState, ActorProcessingErr> {
-        let connection =
-            Connection::connect(args.amqp.url.expose_secret(), ConnectionProperties::default()).await?;
+        let connection = crate::topology::connect_amqp(&args.amqp).await?;
         let channel = connection.create_channel().await?;
         // Confirms, for the copies sent round the delayed-retry path.
         channel.confirm_select(ConfirmSelectOptions::default()).await?;

@@ -23,14 +23,13 @@ use crate::{
     topology::{TRANSACTION_CREATED, Topology},
 };
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
+    BasicProperties, Channel, Connection,
     options::{
         BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
         QueuePurgeOptions,
     },
     types::{AMQPValue, FieldTable},
 };
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -73,12 +72,9 @@ pub struct DeadLetter {
 }
 
 async fn open(amqp: &AmqpSettings) -> Result<(Connection, Channel, Topology), DlqError> {
-    let connection = tokio::time::timeout(
-        OP_TIMEOUT,
-        Connection::connect(amqp.url.expose_secret(), ConnectionProperties::default()),
-    )
-    .await
-    .map_err(|_| DlqError::Timeout(OP_TIMEOUT))??;
+    let connection = tokio::time::timeout(OP_TIMEOUT, crate::topology::connect_amqp(amqp))
+        .await
+        .map_err(|_| DlqError::Timeout(OP_TIMEOUT))??;
     let channel = connection.create_channel().await?;
     let topology = Topology::from_settings(amqp);
     topology.declare(&channel).await?;

@@ -74,6 +74,7 @@ pub mod synth;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod topology;
 pub mod training;
 pub mod transaction;
@@ -84,6 +85,31 @@ pub use transaction::Transaction;
 
 pub mod signal;
 
+/// The fred configuration of `REDIS_URL`. A TLS URL (`rediss://`) gets a rustls connector
+/// (ring) trusting the system's CAs and `REDIS_CA_FILE`'s; a plain one stays plain.
+pub fn redis_config(
+    settings: &settings::RedisSettings,
+) -> Result<fred::types::config::Config, fred::error::Error> {
+    use fred::{
+        error::{Error, ErrorKind},
+        types::config::{Config, TlsConnector},
+    };
+    use secrecy::ExposeSecret;
+    let url = settings.url.expose_secret();
+    if !tls::redis_url_uses_tls(url) {
+        return Config::from_url(url);
+    }
+    // Parsed as its plain twin (`rediss` → `redis`), so fred does not build its own connector
+    // (which fails on any unreadable system certificate), then given ours.
+    let (scheme, rest) = url.split_once("://").unwrap_or((url, ""));
+    let scheme = scheme.to_ascii_lowercase().replacen("rediss", "redis", 1).replacen("valkeys", "valkey", 1);
+    let mut config = Config::from_url(&format!("{scheme}://{rest}"))?;
+    let client = tls::client_config(settings.ca_file.as_ref(), tls::Verify::Full)
+        .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
+    config.tls = Some(TlsConnector::from(client).into());
+    Ok(config)
+}
+
 /// Connects a Redis client from settings and waits until it is usable. The client
 /// reconnects by itself (exponential backoff) and no command waits longer than 2 s.
 pub async fn connect_redis(
@@ -91,14 +117,10 @@ pub async fn connect_redis(
 ) -> Result<fred::clients::Client, fred::error::Error> {
     use fred::{
         interfaces::ClientLike,
-        types::{
-            Builder,
-            config::{Config, ReconnectPolicy},
-        },
+        types::{Builder, config::ReconnectPolicy},
     };
-    use secrecy::ExposeSecret;
     use std::time::Duration;
-    let config = Config::from_url(settings.url.expose_secret())?;
+    let config = redis_config(settings)?;
     let client = Builder::from_config(config)
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))

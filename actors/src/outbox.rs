@@ -17,12 +17,16 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use fred::{clients::Client, interfaces::PubsubInterface};
 use lapin::{BasicProperties, Channel, Connection, options::BasicPublishOptions};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::Instrument;
 
-use crate::{backoff, settings::Settings, store::StoreError, topology::Topology};
+use crate::{
+    backoff,
+    settings::{AmqpSettings, Settings},
+    store::StoreError,
+    topology::Topology,
+};
 
 /// Longest a pending alert waits when no commit wakes the publisher.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -254,9 +258,9 @@ impl AlertPublisher {
     pub fn start(settings: &Settings, pool: Pool, redis: Client) -> Self {
         let wake = Arc::new(Notify::new());
         let topology = Topology::from_settings(&settings.amqp);
-        let url = settings.amqp.url.expose_secret().to_owned();
+        let amqp = settings.amqp.clone();
         let redis_channel = format!("{}alerts", settings.redis.key_prefix);
-        let task = tokio::spawn(run(url, topology, pool, redis, redis_channel, wake.clone()));
+        let task = tokio::spawn(run(amqp, topology, pool, redis, redis_channel, wake.clone()));
         Self { wake, task }
     }
 
@@ -273,7 +277,7 @@ impl Drop for AlertPublisher {
 }
 
 async fn run(
-    url: String,
+    amqp: AmqpSettings,
     topology: Topology,
     pool: Pool,
     redis: Client,
@@ -284,7 +288,7 @@ async fn run(
     let mut link: Option<(Connection, Channel)> = None;
     loop {
         if link.as_ref().is_none_or(|(c, _)| !c.status().connected()) {
-            link = match topology.open_confirming(&url).await {
+            link = match topology.open_confirming(&amqp).await {
                 Ok(l) => Some(l),
                 Err(error) => {
                     tracing::warn!(component = "outbox", %error, "alerts exchange unreachable");

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lapin::{BasicProperties, Channel, Connection, options::BasicPublishOptions};
-use secrecy::ExposeSecret;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::Instrument;
 
@@ -25,7 +24,7 @@ use crate::{
     events::{TRANSACTION_SCORED_VERSION, TransactionScored},
     job::{Job, Settlement},
     scoring::Decision,
-    settings::Settings,
+    settings::{AmqpSettings, Settings},
     store::Recorded,
     topology::Topology,
 };
@@ -103,8 +102,8 @@ impl ScoredPublisher {
     pub fn start(settings: &Settings) -> Self {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let topology = Topology::from_settings(&settings.amqp);
-        let url = settings.amqp.url.expose_secret().to_owned();
-        let task = tokio::spawn(run(url, topology, rx));
+        let amqp = settings.amqp.clone();
+        let task = tokio::spawn(run(amqp, topology, rx));
         Self { sender: ScoredSender(tx), task }
     }
 
@@ -120,14 +119,14 @@ impl Drop for ScoredPublisher {
     }
 }
 
-async fn run(url: String, topology: Topology, mut batches: mpsc::Receiver<Batch>) {
+async fn run(amqp: AmqpSettings, topology: Topology, mut batches: mpsc::Receiver<Batch>) {
     let mut link: Option<(Connection, Channel)> = None;
     while let Some(batch) = batches.recv().await {
         let mut attempt = 0u32;
         let settlement = loop {
             if link.as_ref().is_none_or(|(c, _)| !c.status().connected()) {
                 link = topology
-                    .open_confirming(&url)
+                    .open_confirming(&amqp)
                     .await
                     .inspect_err(|error| tracing::warn!(component = "scored", %error, "transactions exchange unreachable"))
                     .ok();

@@ -7,6 +7,8 @@ use std::{fmt::Display, net::SocketAddr, str::FromStr, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::tls::{CaFile, PgSslMode};
+
 /// A setting that could not be parsed; names the variable so start-up errors are actionable.
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {var}={value:?} is invalid: {reason}")]
@@ -30,9 +32,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "PostgreSQL connection string",
     ),
     ("DATABASE_POOL_SIZE", "16", "maximum PostgreSQL connections per process"),
+    (
+        "DATABASE_CA_FILE",
+        "",
+        "PEM file of CA certificates trusted for PostgreSQL TLS (sslmode=require, verify-ca or verify-full), besides the system's",
+    ),
     ("REDIS_URL", "redis://127.0.0.1:6379", "Redis connection string"),
     ("REDIS_KEY_PREFIX", "fraudsense:", "prefix of every Redis key this deployment writes"),
+    ("REDIS_CA_FILE", "", "PEM file of CA certificates trusted for rediss:// URLs, besides the system's"),
     ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ connection string (vhost URL-encoded)"),
+    ("AMQP_CA_FILE", "", "PEM file of CA certificates trusted for amqps:// URLs, besides the system's"),
     ("AMQP_PREFIX", "fraudsense.", "prefix of every exchange and queue name"),
     ("AMQP_PREFETCH", "256", "unacknowledged deliveries a worker holds at once"),
     ("AMQP_SHARDS", "8", "shard queues transactions are hashed onto (most worker nodes sharing the work)"),
@@ -139,10 +148,13 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
 /// PostgreSQL connection.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// Full connection string; secret because it usually carries a password.
+    /// Full connection string; secret because it usually carries a password. Its `sslmode`
+    /// (see [`PgSslMode`]) decides whether connections use TLS.
     pub url: SecretString,
     /// Pool size per process: bounded so N replicas cannot exhaust `max_connections`.
     pub pool_size: usize,
+    /// CAs trusted besides the system's for TLS (a private CA, e.g. an operator's).
+    pub ca_file: Option<CaFile>,
 }
 
 /// Redis connection.
@@ -152,6 +164,8 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Prefix of every key, so deployments (and tests) can share one Redis.
     pub key_prefix: String,
+    /// CAs trusted besides the system's for `rediss://`.
+    pub ca_file: Option<CaFile>,
 }
 
 /// RabbitMQ connection and the shape of what we declare on it.
@@ -159,6 +173,8 @@ pub struct RedisSettings {
 pub struct AmqpSettings {
     /// Connection string; secret because it carries credentials.
     pub url: SecretString,
+    /// CAs trusted besides the system's for `amqps://`.
+    pub ca_file: Option<CaFile>,
     /// Prefix of every exchange and queue, so deployments (and tests) can share one broker.
     pub prefix: String,
     /// Deliveries in flight per consumer: bounds worker memory under any backlog.
@@ -447,16 +463,39 @@ impl Settings {
             _ => return Err(SettingsError { var, value, reason: "must be a number from 0 to 1".into() }),
         };
         let tracing = TracingSettings { otlp_endpoint, otlp_protocol, sample_ratio };
+        let database_url = secret("DATABASE_URL")?;
+        let ssl_mode = PgSslMode::from_url(database_url.expose_secret())
+            .map(|(mode, _)| mode)
+            .map_err(|reason| SettingsError { var: "DATABASE_URL", value: "<redacted>".into(), reason })?;
+        let redis_url = secret("REDIS_URL")?;
+        let amqp_url = secret("AMQP_URL")?;
+        let database_ca = ca_file(
+            get("DATABASE_CA_FILE"),
+            ssl_mode.uses_tls(),
+            "DATABASE_URL has no sslmode=require, verify-ca or verify-full",
+        )?;
+        let redis_ca = ca_file(
+            get("REDIS_CA_FILE"),
+            crate::tls::redis_url_uses_tls(redis_url.expose_secret()),
+            "REDIS_URL is not rediss://",
+        )?;
+        let amqp_ca = ca_file(
+            get("AMQP_CA_FILE"),
+            crate::tls::amqp_url_uses_tls(amqp_url.expose_secret()),
+            "AMQP_URL is not amqps://",
+        )?;
         Ok(Self {
             api_addr: parse(get("FRAUDSENSE_API_ADDR"))?,
             worker_addr: parse(get("FRAUDSENSE_WORKER_ADDR"))?,
             database: DatabaseSettings {
-                url: secret("DATABASE_URL")?,
+                url: database_url,
                 pool_size: positive(get("DATABASE_POOL_SIZE"))?,
+                ca_file: database_ca,
             },
-            redis: RedisSettings { url: secret("REDIS_URL")?, key_prefix: get("REDIS_KEY_PREFIX").1 },
+            redis: RedisSettings { url: redis_url, key_prefix: get("REDIS_KEY_PREFIX").1, ca_file: redis_ca },
             amqp: AmqpSettings {
-                url: secret("AMQP_URL")?,
+                url: amqp_url,
+                ca_file: amqp_ca,
                 prefix: get("AMQP_PREFIX").1,
                 prefetch: positive(get("AMQP_PREFETCH"))?,
                 delivery_limit: positive(get("AMQP_DELIVERY_LIMIT"))?,
@@ -542,6 +581,27 @@ fn balance_settings(
         vhost,
         every: Duration::from_millis(positive(every)?),
     }))
+}
+
+/// A CA file variable: unset, or a readable PEM file of CA certificates. Set while the
+/// service's URL does not ask for TLS is an error too (`plain` says why): the operator
+/// evidently expects TLS, and the connection would not use it.
+fn ca_file(
+    (var, value): (&'static str, String),
+    uses_tls: bool,
+    plain: &str,
+) -> Result<Option<CaFile>, SettingsError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !uses_tls {
+        return Err(SettingsError {
+            var,
+            value,
+            reason: format!("is set, but {plain}: the connection would not use TLS"),
+        });
+    }
+    CaFile::load(&value).map(Some).map_err(|reason| SettingsError { var, value, reason })
 }
 
 /// `https://a.example, http://127.0.0.1:3000`: exact origins (scheme, host, optional port).

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use deadpool_postgres::{Config, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
 use serde_json::Value;
 use tokio_postgres::{NoTls, types::Json};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::Instrument;
 
 use crate::{
@@ -31,6 +32,10 @@ pub enum StoreError {
     /// No connection could be had from the pool.
     #[error("no database connection available: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// `DATABASE_URL` asks for TLS and no TLS client could be set up (a bad `sslmode`, no
+    /// trusted CA certificates).
+    #[error("database TLS: {0}")]
+    Tls(String),
     /// A statement failed. Shown as its SQLSTATE and message only: PostgreSQL's `DETAIL`
     /// can quote the failing row (payment data), so it never reaches a log line.
     #[error("database statement failed: {}", redact(.0))]
@@ -78,6 +83,7 @@ impl StoreError {
                     || matches!(code, "40001" | "40P01" | "53300")
             }),
             StoreError::Config(_)
+            | StoreError::Tls(_)
             | StoreError::Encode { .. }
             | StoreError::Corrupt(_)
             | StoreError::Refused(_) => false,
@@ -86,13 +92,29 @@ impl StoreError {
 }
 
 /// Builds a bounded connection pool. Connections are opened lazily.
+///
+/// The URL's `sslmode` ([`PgSslMode`](crate::tls::PgSslMode)) decides: none or `disable`,
+/// plain TCP; `require`, `verify-ca` or `verify-full`, TLS (rustls, ring) trusting the
+/// system's CAs and `DATABASE_CA_FILE`'s, and a connection fails rather than go on without
+/// TLS (tokio-postgres `Require`: a server that refuses TLS is an error).
 pub fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     use secrecy::ExposeSecret;
+    let (mode, url) =
+        crate::tls::PgSslMode::from_url(settings.url.expose_secret()).map_err(StoreError::Tls)?;
     let mut config = Config::new();
-    config.url = Some(settings.url.expose_secret().to_owned());
+    config.url = Some(url);
     config.manager = Some(ManagerConfig { recycling_method: RecyclingMethod::Fast });
     config.pool = Some(PoolConfig::new(settings.pool_size));
-    Ok(config.create_pool(Some(Runtime::Tokio1), NoTls)?)
+    let Some(verify) = mode.verify() else {
+        config.ssl_mode = Some(deadpool_postgres::SslMode::Disable);
+        return Ok(config.create_pool(Some(Runtime::Tokio1), NoTls)?);
+    };
+    config.ssl_mode = Some(deadpool_postgres::SslMode::Require);
+    let mut tls = crate::tls::client_config(settings.ca_file.as_ref(), verify)
+        .map_err(|e| StoreError::Tls(e.to_string()))?;
+    // What libpq 17 sends; needed by servers that accept direct TLS (`sslnegotiation=direct`).
+    tls.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(config.create_pool(Some(Runtime::Tokio1), MakeRustlsConnect::new(tls))?)
 }
 
 /// What recording a decision did.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use fred::interfaces::{ClientLike, KeysInterface};
 use lapin::{
-    Channel, Connection, ConnectionProperties,
+    Channel, Connection,
     options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
 };
@@ -103,9 +103,7 @@ impl TestEnv {
 
     /// A fresh broker connection and channel, for inspecting queues.
     pub async fn amqp(&self) -> anyhow::Result<(Connection, Channel)> {
-        let conn =
-            Connection::connect(self.settings.amqp.url.expose_secret(), ConnectionProperties::default())
-                .await?;
+        let conn = crate::topology::connect_amqp(&self.settings.amqp).await?;
         let channel = conn.create_channel().await?;
         Ok((conn, channel))
     }

@@ -27,6 +27,26 @@ use serde_json::{Value, json};
 
 use crate::settings::AmqpSettings;
 
+/// Opens a broker connection from `AMQP_URL`: every process connects through here.
+///
+/// `amqps://` (default port 5671) uses TLS: rustls with the ring provider, trusting the system's
+/// CAs and the certificates of `AMQP_CA_FILE`, and checking the host name. A TLS URL never
+/// falls back to plain TCP: an untrusted or missing certificate fails the connection.
+pub async fn connect_amqp(settings: &AmqpSettings) -> Result<Connection, lapin::Error> {
+    use secrecy::ExposeSecret;
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: settings.ca_file.as_ref().map(|ca| ca.pem().to_owned()),
+    };
+    Connection::connect_with_config(
+        settings.url.expose_secret(),
+        ConnectionProperties::default(),
+        tls,
+        lapin::runtime::default_runtime()?,
+    )
+    .await
+}
+
 /// Routing key of newly accepted transactions.
 pub const TRANSACTION_CREATED: &str = "transaction.created";
 /// Message header carrying the value transactions are sharded on.
@@ -178,10 +198,10 @@ impl Topology {
         Ok(())
     }
 
-    /// A connection to `url` and a confirm-mode channel on it, with this topology declared:
-    /// what every publisher in the worker starts from.
-    pub async fn open_confirming(&self, url: &str) -> Result<(Connection, Channel), lapin::Error> {
-        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    /// A connection ([`connect_amqp`]) and a confirm-mode channel on it, with this topology
+    /// declared: what every publisher in the worker starts from.
+    pub async fn open_confirming(&self, amqp: &AmqpSettings) -> Result<(Connection, Channel), lapin::Error> {
+        let connection = connect_amqp(amqp).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         self.declare(&channel).await?;

@@ -24,11 +24,10 @@ use fraudsense_actors::{
     topology::{SHARD_KEY_HEADER, TRANSACTION_CREATED, Topology},
 };
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    BasicProperties, Channel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable},
 };
-use secrecy::ExposeSecret;
 
 /// Longest a (re)connect attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -296,9 +295,7 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Link, lapin::Error> {
-        let connection =
-            Connection::connect(self.inner.settings.url.expose_secret(), ConnectionProperties::default())
-                .await?;
+        let connection = fraudsense_actors::topology::connect_amqp(&self.inner.settings).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         self.inner.topology.declare(&channel).await?;

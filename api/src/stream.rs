@@ -91,12 +91,8 @@ impl AlertFeed {
         settings: &fraudsense_actors::settings::RedisSettings,
         closing: watch::Receiver<bool>,
     ) -> Result<Self, fred::error::Error> {
-        use fred::types::{
-            Builder,
-            config::{Config, ReconnectPolicy},
-        };
-        use secrecy::ExposeSecret;
-        let subscriber = Builder::from_config(Config::from_url(settings.url.expose_secret())?)
+        use fred::types::{Builder, config::ReconnectPolicy};
+        let subscriber = Builder::from_config(fraudsense_actors::redis_config(settings)?)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build_subscriber_client()?;
         subscriber.init().await?;

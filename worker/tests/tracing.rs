@@ -134,11 +134,14 @@ async fn one_trace_runs_from_the_http_request_through_the_broker_and_the_actors_
     let body = json!({
         "transaction_id": "traced-1", "account_id": "acct-traced", "amount": "30000", "currency": "USD",
         "timestamp": "2026-11-20T09:00:00Z", "merchant_id": "m-1", "country": "US", "channel": "web",
+        "geo_lat": 40.748441, "geo_lon": -73.985664,
         "metadata": {"card_number": "4111111111111111", "email": "jane@example.com"},
     });
     let http = env.http_client();
+    let ingest = env.token("tracing-ingest", &[fraudsense_actors::auth::Role::Ingest]);
     let response = http
         .post(format!("http://{api}/transactions"))
+        .bearer_auth(&ingest)
         .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
         .json(&body)
         .send()
@@ -233,6 +236,11 @@ async fn one_trace_runs_from_the_http_request_through_the_broker_and_the_actors_
     assert!(
         !text.contains("4111111111111111") && !text.contains("jane@example.com"),
         "personal data in the logs"
+    );
+    assert!(!text.contains("40.748441") && !text.contains("73.985664"), "a location in the logs");
+    assert!(
+        !text.contains(&ingest) && !text.contains(ingest.split('.').nth(2).unwrap_or("-")),
+        "a token in the logs"
     );
 
     node.stop().await;

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+    BasicProperties, Confirmation, Connection, PublisherConfirm,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
         QueueDeclareOptions, QueueDeleteOptions,
@@ -16,6 +16,8 @@ use lapin::{
 };
 use serde::Serialize;
 use tokio::time::Instant;
+
+use fraudsense_actors::{settings::AmqpSettings, topology::connect_amqp};
 
 use crate::load::bodies::Bodies;
 
@@ -70,19 +72,16 @@ fn queue_name() -> String {
     format!("fraudsense-bench-ceiling-{}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
 
-/// Measures the ceiling with `messages` copies of `body` on the broker at `amqp_url`.
+/// Measures the ceiling with `messages` copies of `body` on the broker of `amqp`.
 /// The temporary queue is deleted afterwards, whether or not the measurement worked.
-pub async fn measure(amqp_url: &str, messages: u64, body: &[u8]) -> anyhow::Result<Ceiling> {
+pub async fn measure(amqp: &AmqpSettings, messages: u64, body: &[u8]) -> anyhow::Result<Ceiling> {
     if messages == 0 {
         bail!("no messages to measure with");
     }
     let queue = queue_name();
-    let publisher = Connection::connect(amqp_url, ConnectionProperties::default())
-        .await
-        .context("connecting to RabbitMQ")?;
-    let result =
-        tokio::time::timeout(TIMEOUT, measure_on(&publisher, amqp_url, &queue, messages, body)).await;
-    let deleted = delete_queue(&publisher, amqp_url, &queue).await;
+    let publisher = connect_amqp(amqp).await.context("connecting to RabbitMQ")?;
+    let result = tokio::time::timeout(TIMEOUT, measure_on(&publisher, amqp, &queue, messages, body)).await;
+    let deleted = delete_queue(&publisher, amqp, &queue).await;
     let _ = publisher.close(200, "bench done".into()).await;
     let ceiling = match result {
         Ok(r) => r?,
@@ -92,7 +91,7 @@ pub async fn measure(amqp_url: &str, messages: u64, body: &[u8]) -> anyhow::Resu
     Ok(ceiling)
 }
 
-async fn delete_queue(connection: &Connection, amqp_url: &str, queue: &str) -> anyhow::Result<()> {
+async fn delete_queue(connection: &Connection, amqp: &AmqpSettings, queue: &str) -> anyhow::Result<()> {
     let delete = async |connection: &Connection| -> anyhow::Result<()> {
         let channel = connection.create_channel().await?;
         channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
@@ -103,7 +102,7 @@ async fn delete_queue(connection: &Connection, amqp_url: &str, queue: &str) -> a
         return Ok(());
     }
     // The first connection may be the one that failed: try once more on a fresh one.
-    let fresh = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let fresh = connect_amqp(amqp).await?;
     let result = delete(&fresh).await;
     let _ = fresh.close(200, "bench done".into()).await;
     result
@@ -111,7 +110,7 @@ async fn delete_queue(connection: &Connection, amqp_url: &str, queue: &str) -> a
 
 async fn measure_on(
     publisher: &Connection,
-    amqp_url: &str,
+    amqp: &AmqpSettings,
     queue: &str,
     messages: u64,
     body: &[u8],
@@ -123,9 +122,7 @@ async fn measure_on(
     channel.queue_declare(queue.into(), durable, args).await.context("declaring the temporary queue")?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
 
-    let consumer_conn = Connection::connect(amqp_url, ConnectionProperties::default())
-        .await
-        .context("connecting the consumer")?;
+    let consumer_conn = connect_amqp(amqp).await.context("connecting the consumer")?;
     let consumer_channel = consumer_conn.create_channel().await?;
     consumer_channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
     let mut deliveries = consumer_channel

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties, options::QueueDeclareOptions, types::FieldTable};
+use fraudsense_actors::{settings::AmqpSettings, topology::connect_amqp};
+use lapin::{Connection, options::QueueDeclareOptions, types::FieldTable};
 use tokio::time::Instant;
 
 /// How often the queues are looked at.
@@ -25,8 +26,8 @@ pub async fn ready(connection: &Connection, queues: &[String]) -> anyhow::Result
 
 /// Waits (at most `timeout`) until `queues` hold no ready message; returns how many were
 /// still ready when it stopped waiting (0 once empty).
-pub async fn wait_empty(amqp_url: &str, queues: &[String], timeout: Duration) -> anyhow::Result<u64> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+pub async fn wait_empty(amqp: &AmqpSettings, queues: &[String], timeout: Duration) -> anyhow::Result<u64> {
+    let connection = connect_amqp(amqp).await?;
     let deadline = Instant::now() + timeout;
     let left = loop {
         let left = ready(&connection, queues).await?;

@@ -14,7 +14,6 @@ use fraudsense_worker::{
     bench::{self, BenchReport, Increment, QUEUE_DRAIN_TIMEOUT, StepPlan, StepResult, Thresholds},
     load::{self, ApiTarget, LoadConfig, LoadError, MAX_DURATION_SECS, RateLimit},
 };
-use secrecy::ExposeSecret;
 
 /// mimalloc instead of glibc malloc: allocation-heavy async code spent a quarter of its CPU in
 /// glibc's allocator under load (docs/benchmarks.md, profile).
@@ -120,7 +119,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     {
         eprintln!("warning (highest step): {warning}");
     }
-    let amqp_url = settings.amqp.url.expose_secret().to_owned();
     let shard_queues = Topology::from_settings(&settings.amqp).shard_queues;
     settings.database.pool_size = settings.database.pool_size.clamp(1, 4);
     let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
@@ -148,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.ceiling_messages,
             body.len()
         );
-        match bench::ceiling::measure(&amqp_url, cli.ceiling_messages, &body).await {
+        match bench::ceiling::measure(&settings.amqp, cli.ceiling_messages, &body).await {
             Ok(ceiling) => {
                 eprintln!(
                     "raw ceiling: publish {:.0} msg/s, consume {:.0} msg/s",
@@ -161,7 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     for (i, &rate) in rates.iter().enumerate() {
-        let left = bench::queues::wait_empty(&amqp_url, &shard_queues, QUEUE_DRAIN_TIMEOUT)
+        let left = bench::queues::wait_empty(&settings.amqp, &shard_queues, QUEUE_DRAIN_TIMEOUT)
             .await
             .context("looking at the shard queues")?;
         if left > 0 {
