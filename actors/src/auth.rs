@@ -6,7 +6,12 @@
 //! other algorithm are refused, as are tokens whose `iss`, `aud`, `exp`, `nbf` or `sub`
 //! are missing or wrong. [`Verifier`] checks tokens; [`mint`] signs the development ones.
 
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
 use secrecy::{ExposeSecret, SecretString};
@@ -216,7 +221,15 @@ pub struct Verifier {
     issuer: String,
     audience: String,
     leeway: u64,
+    /// Tokens already verified in full. Clients reuse one token for its whole lifetime
+    /// (machine clients for an hour), and an RS256 signature check costs ~90 µs of CPU
+    /// (docs/benchmarks.md): a repeat pays a map lookup instead. Only byte-identical tokens
+    /// hit, and `exp` is checked again on every use.
+    seen: Arc<Mutex<HashMap<String, Principal>>>,
 }
+
+/// Most verified tokens remembered; beyond it the expired go, then everything.
+pub const VERIFIED_CACHE_MAX: usize = 4096;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -250,6 +263,7 @@ impl Verifier {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway: settings.leeway.as_secs(),
+            seen: Arc::default(),
         })
     }
 
@@ -267,6 +281,31 @@ impl Verifier {
 
     /// Checks `token` and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Principal, Rejection> {
+        let now = now_secs();
+        if let Some(known) = self.remembered(token, now) {
+            return Ok(known);
+        }
+        let principal = self.verify_in_full(token)?;
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= VERIFIED_CACHE_MAX {
+                let leeway = self.leeway;
+                seen.retain(|_, p| p.expires_at.saturating_add(leeway) >= now);
+                if seen.len() >= VERIFIED_CACHE_MAX {
+                    seen.clear();
+                }
+            }
+            seen.insert(token.to_owned(), principal.clone());
+        }
+        Ok(principal)
+    }
+
+    /// A token verified before and not expired since.
+    fn remembered(&self, token: &str, now: u64) -> Option<Principal> {
+        let seen = self.seen.lock().ok()?;
+        seen.get(token).filter(|p| p.expires_at.saturating_add(self.leeway) >= now).cloned()
+    }
+
+    fn verify_in_full(&self, token: &str) -> Result<Principal, Rejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref(),
@@ -488,6 +527,25 @@ mod tests {
         let mut parts: Vec<&str> = good.split('.').collect();
         parts[1] = forged_payload.split('.').nth(1).unwrap_or_default();
         assert_eq!(verifier.verify(&parts.join(".")).err(), Some(Rejection::Signature));
+    }
+
+    #[test]
+    fn a_remembered_token_is_served_only_until_it_expires() {
+        let verifier = Verifier::from_settings(&settings(SECRET)).unwrap_or_else(|e| panic!("{e}"));
+        let principal = |expires_at| Principal { subject: "s".into(), roles: BTreeSet::new(), expires_at };
+        if let Ok(mut seen) = verifier.seen.lock() {
+            seen.insert("live".into(), principal(now_secs() + 100));
+            seen.insert("stale".into(), principal(now_secs() - 100));
+        }
+        // Neither is a JWT: only the memory can answer for them.
+        assert_eq!(verifier.verify("live").map(|p| p.subject), Ok("s".to_owned()));
+        assert_eq!(verifier.verify("stale").err(), Some(Rejection::Malformed));
+        // A real token is remembered once verified.
+        let s = settings(SECRET);
+        let token =
+            mint(&s, &claims(&s, "alice", &[Role::Analyst], Duration::from_secs(60))).unwrap_or_default();
+        assert!(verifier.verify(&token).is_ok());
+        assert!(verifier.seen.lock().is_ok_and(|seen| seen.contains_key(&token)));
     }
 
     #[test]
