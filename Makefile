@@ -74,9 +74,10 @@ load: ## open-loop load against the running api (make up first): RATE=tx/s DURAT
 	bash infra/stack.sh exec cargo run --quiet --release --bin fraudsense-load -- --rate $(RATE) --duration $(DURATION) $(LOAD_ARGS)
 
 compose-up: ## build the images and start the whole stack in Docker (infra/docker-compose.yml), print the URLs
+	bash infra/stack.sh secret
 	$(COMPOSE) up -d --build
 	@echo "api          http://127.0.0.1:8080   (/health, /ready, /metrics, /openapi.json)"
-	@echo "dashboard    http://127.0.0.1:8080/dashboard"
+	@echo "dashboard    http://127.0.0.1:8080/dashboard   (sign in with: make token ROLE=analyst)"
 	@echo "RabbitMQ UI  http://127.0.0.1:15672  (fraudsense / fraudsense)"
 	@echo "Grafana      http://127.0.0.1:3000   (admin / admin; FraudSense overview dashboard)"
 	@echo "Jaeger       http://127.0.0.1:16686"

@@ -21,11 +21,16 @@ auth_env() {
   if [[ -n "${AUTH_HS256_SECRET:-}${AUTH_HS256_SECRET_FILE:-}${AUTH_JWKS_FILE:-}" ]]; then
     return
   fi
+  ensure_secret
+  export AUTH_HS256_SECRET_FILE=$PWD/$SECRET_FILE
+}
+
+# Writes the development secret once (the compose stack mounts the same file).
+ensure_secret() {
   mkdir -p "$RUN_DIR"
   if [[ ! -s "$SECRET_FILE" ]]; then
     (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$SECRET_FILE")
   fi
-  export AUTH_HS256_SECRET_FILE=$PWD/$SECRET_FILE
 }
 
 # Prints a development token: token ROLES(comma-separated) [SUB] [TTL].
@@ -125,6 +130,9 @@ MSG
     shift
     token "$@"
     ;;
+  secret)
+    ensure_secret
+    ;;
   exec)
     # Runs a command with the development auth settings (make load, make bench).
     shift
@@ -137,7 +145,7 @@ MSG
     done
     ;;
   *)
-    echo "usage: $0 up|down|status|token ROLES [SUB] [TTL]" >&2
+    echo "usage: $0 up|down|status|secret|token ROLES [SUB] [TTL]|exec COMMAND..." >&2
     exit 2
     ;;
 esac
