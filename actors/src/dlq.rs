@@ -1,7 +1,7 @@
 //! The dead-letter queue, for operators: inspect, replay, purge — from the worker's `dlq`
 //! command or the api's `/admin/dlq` routes.
 //!
-//! [`list`] never removes anything (messages are read unacknowledged and returned when the
+//! [`peek`] never removes anything (messages are read unacknowledged and returned when the
 //! channel closes); [`replay`] republishes each message to the transactions exchange, waits
 //! for the broker's confirm and only then removes it from the dead-letter queue; [`purge`]
 //! empties it. [`replay_audited`] and [`purge_audited`] do the same and record who did it in
@@ -71,53 +71,69 @@ pub struct DeadLetter {
     pub body: Value,
 }
 
-async fn open(amqp: &AmqpSettings) -> Result<(Connection, Channel, Topology), DlqError> {
-    let connection = tokio::time::timeout(OP_TIMEOUT, crate::topology::connect_amqp(amqp))
-        .await
-        .map_err(|_| DlqError::Timeout(OP_TIMEOUT))??;
-    let channel = connection.create_channel().await?;
-    let topology = Topology::from_settings(amqp);
-    topology.declare(&channel).await?;
-    Ok((connection, channel, topology))
+/// One short broker connection for one operator action.
+struct Session {
+    connection: Connection,
+    channel: Channel,
+    topology: Topology,
 }
 
-/// Messages in the dead-letter queue now.
-pub async fn depth(amqp: &AmqpSettings) -> Result<u32, DlqError> {
-    let (connection, channel, topology) = open(amqp).await?;
-    let count = queue_depth(&channel, &topology).await;
-    let _ = connection.close(200, "dlq depth done".into()).await;
-    count
+impl Session {
+    async fn open(amqp: &AmqpSettings) -> Result<Self, DlqError> {
+        let connection = tokio::time::timeout(OP_TIMEOUT, crate::topology::connect_amqp(amqp))
+            .await
+            .map_err(|_| DlqError::Timeout(OP_TIMEOUT))??;
+        let channel = connection.create_channel().await?;
+        let topology = Topology::from_settings(amqp);
+        topology.declare(&channel).await?;
+        Ok(Self { connection, channel, topology })
+    }
+
+    /// Messages in the dead-letter queue now.
+    async fn depth(&self) -> Result<u32, DlqError> {
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        Ok(self
+            .channel
+            .queue_declare(self.topology.dead_letter_queue.as_str().into(), passive, FieldTable::default())
+            .await?
+            .message_count())
+    }
+
+    /// Closing without acking returns every message read but not acknowledged.
+    async fn close(self, done: &str) {
+        let _ = self.connection.close(200, done.into()).await;
+    }
 }
 
-async fn queue_depth(channel: &Channel, topology: &Topology) -> Result<u32, DlqError> {
-    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    Ok(channel
-        .queue_declare(topology.dead_letter_queue.as_str().into(), passive, FieldTable::default())
-        .await?
-        .message_count())
-}
-
-/// Up to `limit` dead letters, oldest first, left in place.
-pub async fn list(amqp: &AmqpSettings, limit: usize) -> Result<Vec<DeadLetter>, DlqError> {
-    let (connection, channel, topology) = open(amqp).await?;
+/// The queue's depth and up to `limit` dead letters, oldest first, left in place.
+pub async fn peek(amqp: &AmqpSettings, limit: usize) -> Result<(u32, Vec<DeadLetter>), DlqError> {
+    let session = Session::open(amqp).await?;
+    let depth = session.depth().await?;
     let mut letters = Vec::new();
     while letters.len() < limit {
-        let got = channel
-            .basic_get(topology.dead_letter_queue.as_str().into(), BasicGetOptions { no_ack: false })
+        let got = session
+            .channel
+            .basic_get(session.topology.dead_letter_queue.as_str().into(), BasicGetOptions { no_ack: false })
             .await?;
         let Some(message) = got else { break };
         letters.push(describe(&message.delivery.properties, &message.delivery.data));
     }
-    // Closing without acking returns every message we looked at.
-    let _ = connection.close(200, "dlq list done".into()).await;
-    Ok(letters)
+    session.close("dlq list done").await;
+    Ok((depth, letters))
 }
 
 /// Republishes up to `limit` of the dead letters present now; returns how many. (Messages
 /// that fail again while we replay come back behind us and are not replayed twice.)
 pub async fn replay(amqp: &AmqpSettings, limit: usize) -> Result<usize, DlqError> {
-    let (connection, channel, topology) = open(amqp).await?;
-    let present = queue_depth(&channel, &topology).await?;
+    let session = Session::open(amqp).await?;
+    let replayed = replay_on(&session, limit).await;
+    session.close("dlq replay done").await;
+    replayed
+}
+
+async fn replay_on(session: &Session, limit: usize) -> Result<usize, DlqError> {
+    let Session { channel, topology, .. } = session;
+    let present = session.depth().await?;
     let limit = limit.min(usize::try_from(present).unwrap_or(usize::MAX));
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut replayed = 0;
@@ -168,17 +184,18 @@ pub async fn replay(amqp: &AmqpSettings, limit: usize) -> Result<usize, DlqError
         channel.basic_ack(delivery.delivery_tag, BasicAckOptions::default()).await?;
         replayed += 1;
     }
-    let _ = connection.close(200, "dlq replay done".into()).await;
     Ok(replayed)
 }
 
 /// Deletes every dead letter; returns how many there were.
 pub async fn purge(amqp: &AmqpSettings) -> Result<u32, DlqError> {
-    let (connection, channel, topology) = open(amqp).await?;
-    let purged =
-        channel.queue_purge(topology.dead_letter_queue.as_str().into(), QueuePurgeOptions::default()).await?;
-    let _ = connection.close(200, "dlq purge done".into()).await;
-    Ok(purged)
+    let session = Session::open(amqp).await?;
+    let purged = session
+        .channel
+        .queue_purge(session.topology.dead_letter_queue.as_str().into(), QueuePurgeOptions::default())
+        .await;
+    session.close("dlq purge done").await;
+    Ok(purged?)
 }
 
 /// [`replay`], recorded in the audit trail as `actor`'s `dlq.replay` with the queue depth
@@ -192,9 +209,11 @@ pub async fn replay_audited(
 ) -> Result<usize, DlqError> {
     let mut client = pool.get().await.map_err(StoreError::from)?;
     let db = client.transaction().await.map_err(StoreError::from)?;
-    let before = depth(amqp).await?;
-    let replayed = replay(amqp, limit).await;
-    let after = depth(amqp).await.ok();
+    let session = Session::open(amqp).await?;
+    let before = session.depth().await?;
+    let replayed = replay_on(&session, limit).await;
+    let after = session.depth().await.ok();
+    session.close("dlq replay done").await;
     let outcome = match &replayed {
         Ok(n) => json!({"replayed": n, "dead_letters": after}),
         Err(error) => json!({"error": error.to_string(), "dead_letters": after}),
@@ -203,12 +222,13 @@ pub async fn replay_audited(
     replayed
 }
 
-/// [`purge`], recorded in the audit trail as `actor`'s `dlq.purge`.
+/// [`purge`], recorded in the audit trail as `actor`'s `dlq.purge` (the broker's purge
+/// count is the depth before).
 pub async fn purge_audited(pool: &Pool, amqp: &AmqpSettings, actor: &Principal) -> Result<u32, DlqError> {
     let mut client = pool.get().await.map_err(StoreError::from)?;
     let db = client.transaction().await.map_err(StoreError::from)?;
-    let before = depth(amqp).await?;
     let purged = purge(amqp).await?;
+    let before = purged;
     record(db, actor, "dlq.purge", amqp, json!({"dead_letters": before}), json!({"purged": purged})).await?;
     Ok(purged)
 }

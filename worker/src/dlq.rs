@@ -8,7 +8,7 @@ pub use fraudsense_actors::dlq::DeadLetter;
 
 /// Up to `limit` dead letters, oldest first, left in place.
 pub async fn list(settings: &Settings, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
-    Ok(fraudsense_actors::dlq::list(&settings.amqp, limit).await?)
+    Ok(fraudsense_actors::dlq::peek(&settings.amqp, limit).await?.1)
 }
 
 /// Replays up to `limit` dead letters; returns how many.

@@ -32,7 +32,12 @@ use fraudsense_actors::{
 };
 use serde_json::Value;
 
-use crate::{body::json_body_within, problem::ApiError, routes::query::field_error, state::AppState};
+use crate::{
+    body::json_body_within,
+    problem::ApiError,
+    routes::query::{field_error, object_fields},
+    state::AppState,
+};
 
 /// Largest accepted rule document body: enough for every list at its maximum length
 /// ([`fraudsense_actors::rules::MAX_LIST_ENTRIES`] identifiers of up to 128 characters,
@@ -57,14 +62,7 @@ impl NewRuleSet {
     /// Validates a request body, reporting every problem; those inside the document are
     /// named by their dotted path under `rules.` (e.g. `rules.velocity.max_1h`).
     pub fn parse(body: &Value) -> Result<Self, Vec<FieldError>> {
-        let Some(obj) = body.as_object() else {
-            return Err(vec![field_error("body", "must be a JSON object")]);
-        };
-        let mut errors: Vec<FieldError> = obj
-            .keys()
-            .filter(|k| !FIELDS.contains(&k.as_str()))
-            .map(|k| field_error(k, "unknown field"))
-            .collect();
+        let (obj, mut errors) = object_fields(body, &FIELDS)?;
         let rules = match obj.get("rules") {
             None | Some(Value::Null) => {
                 errors.push(field_error("rules", "is required (`{}` is the default rule set)"));

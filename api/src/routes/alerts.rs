@@ -31,7 +31,7 @@ use crate::{
     body::json_body,
     problem::ApiError,
     routes::{
-        query::{field_error, known_pairs, page},
+        query::{field_error, known_pairs, object_fields, page},
         transactions::record_label,
     },
     state::AppState,
@@ -263,14 +263,7 @@ pub struct ResolveBody {
 impl ResolveBody {
     /// Validates a request body, reporting every problem.
     pub fn parse(body: &Value) -> Result<Self, Vec<FieldError>> {
-        let Some(obj) = body.as_object() else {
-            return Err(vec![field_error("body", "must be a JSON object")]);
-        };
-        let mut errors: Vec<FieldError> = obj
-            .keys()
-            .filter(|k| !["resolution", "note"].contains(&k.as_str()))
-            .map(|k| field_error(k, "unknown field"))
-            .collect();
+        let (obj, mut errors) = object_fields(body, &["resolution", "note"])?;
         let resolution = match obj.get("resolution") {
             Some(Value::String(s)) if s == "fraud" => Some(LabelValue::Fraud),
             Some(Value::String(s)) if s == "legit" => Some(LabelValue::Legit),

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::{
     body::json_body,
     problem::ApiError,
-    routes::query::{field_error, known_pairs},
+    routes::query::{field_error, known_pairs, object_fields},
     state::AppState,
 };
 
@@ -79,28 +79,21 @@ pub async fn list(
 ) -> Result<Json<DeadLetters>, ApiError> {
     let mut errors = Vec::new();
     let pairs = known_pairs(query.as_deref(), &["limit"], &mut errors);
-    // A number stays a number; anything else becomes a value `limit` refuses.
-    let given = pairs.first().map(|(_, v)| v.parse::<u64>().map_or(Value::Null, Value::from));
-    let limit = match (&given, limit(given.as_ref(), 100)) {
-        (Some(Value::Null), _) => Err(field_error("limit", "must be an integer from 1 to 1000")),
-        (_, checked) => checked,
-    };
+    // A number stays a number; anything else stays text, which `limit` refuses.
+    let given =
+        pairs.first().map(|(_, v)| v.parse::<u64>().map_or_else(|_| Value::from(v.as_str()), Value::from));
+    let limit = limit(given.as_ref(), 100);
     let limit = limit.map_err(|e| errors.push(e)).ok();
     let (Some(limit), true) = (limit, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let depth = dlq::depth(&state.amqp).await.map_err(broker_failed)?;
-    let messages = dlq::list(&state.amqp, limit).await.map_err(broker_failed)?;
+    let (depth, messages) = dlq::peek(&state.amqp, limit).await.map_err(broker_failed)?;
     Ok(Json(DeadLetters { depth, messages }))
 }
 
 /// The request body of a replay: `{}` or `{"limit": N}` (default 100).
 fn replay_limit(body: &Value) -> Result<usize, Vec<FieldError>> {
-    let Some(fields) = body.as_object() else {
-        return Err(vec![field_error("body", "must be a JSON object")]);
-    };
-    let mut errors: Vec<FieldError> =
-        fields.keys().filter(|k| *k != "limit").map(|k| field_error(k, "unknown field")).collect();
+    let (fields, mut errors) = object_fields(body, &["limit"])?;
     let limit = limit(fields.get("limit"), 100).map_err(|e| errors.push(e)).ok();
     match limit {
         Some(limit) if errors.is_empty() => Ok(limit),
@@ -164,11 +157,7 @@ pub async fn purge(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DeadLetterOutcome>, ApiError> {
     let body = json_body(&headers, body)?;
-    let Some(fields) = body.as_object() else {
-        return Err(ApiError::Validation(vec![field_error("body", "must be a JSON object")]));
-    };
-    let mut errors: Vec<FieldError> =
-        fields.keys().filter(|k| *k != "confirm").map(|k| field_error(k, "unknown field")).collect();
+    let (fields, mut errors) = object_fields(&body, &["confirm"]).map_err(ApiError::Validation)?;
     if fields.get("confirm") != Some(&Value::Bool(true)) {
         errors.push(field_error("confirm", "must be true: purging deletes every dead letter"));
     }

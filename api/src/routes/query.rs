@@ -1,6 +1,8 @@
-//! What the list routes share: reading query parameters strictly, and keyset pages.
+//! What the routes share: reading query parameters and JSON object bodies strictly, and
+//! keyset pages.
 
 use fraudsense_actors::transaction::FieldError;
+use serde_json::{Map, Value};
 
 /// A validation error for `field`.
 pub fn field_error(field: &str, reason: &str) -> FieldError {
@@ -28,6 +30,23 @@ pub fn known_pairs(
         pairs.push((key.into_owned(), value.into_owned()));
     }
     pairs
+}
+
+/// A body's fields and the errors found so far.
+pub type Fields<'a> = (&'a Map<String, Value>, Vec<FieldError>);
+
+/// `body`'s fields, with an "unknown field" error for each one not in `known`; an error
+/// naming `body` if it is not a JSON object.
+pub fn object_fields<'a>(body: &'a Value, known: &[&str]) -> Result<Fields<'a>, Vec<FieldError>> {
+    let Some(fields) = body.as_object() else {
+        return Err(vec![field_error("body", "must be a JSON object")]);
+    };
+    let unknown = fields
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| field_error(k, "unknown field"))
+        .collect();
+    Ok((fields, unknown))
 }
 
 /// One page out of `items`, fetched with one more than `limit` to tell whether another
