@@ -94,7 +94,7 @@ impl Application {
             .context("subscribing to the alert channels")?;
         let backstop = backstop::Backstop::start(pool.clone());
         let ws_max_message_bytes = settings.http.ws_max_message_bytes;
-        let state = AppState {
+        let state = AppState::new(state::Shared {
             pool,
             redis,
             gate,
@@ -105,7 +105,7 @@ impl Application {
             verifier,
             ws_max_message_bytes,
             amqp: settings.amqp.clone(),
-        };
+        });
         let watchdog = state.publisher.spawn_watchdog();
         let listener = TcpListener::bind(settings.api_addr)
             .await

@@ -19,8 +19,9 @@ use fraudsense_actors::{
 use serde_json::{Value, json};
 
 use crate::{
+    backstop::Lookup,
     body::json_body,
-    gate::{Prior, RateStatus, fingerprint},
+    gate::{Admission, Prior, RateStatus, fingerprint},
     problem::{ApiError, rate_limit_headers},
     publisher::PublishError,
     state::AppState,
@@ -92,19 +93,14 @@ async fn ingest(
     let id = transaction.transaction_id.clone();
     let fp = fingerprint(&raw);
 
-    // 1. Idempotency: claim the id, or answer as the earlier request was answered.
-    if let Some(answer) = claim(state, &id, &fp).await? {
-        return Ok(answer);
-    }
-
-    // 2. Rate limit (only new transactions count; replays above are free), and 3. the
-    // backstop for ids whose Redis entry expired (the database's copy decides). Independent
-    // lookups, so they run together: one round trip of waiting instead of two.
-    let (rate, stored) =
-        tokio::join!(state.gate.count(&transaction.account_id), state.backstop.raw_payload(&id));
-    let rate = rate.map_err(redis_down)?;
+    // 1. Idempotency and 2. the rate limit, in one Redis script (replays are not counted),
+    // together with 3. the backstop for ids whose Redis entry expired (the database's copy
+    // decides): independent lookups, so one round trip of waiting instead of three.
+    let (rate, stored) = match admit(state, &id, &fp, &transaction.account_id).await? {
+        Admitted::Ours { rate, stored } => (rate, stored),
+        Admitted::Answered(answer) => return Ok(answer),
+    };
     if !rate.allowed {
-        release(state, &id, &fp).await;
         return Err(ApiError::RateLimited(rate));
     }
     match stored {
@@ -135,19 +131,37 @@ async fn ingest(
         // idempotent writes, so this is worth a warning, not a failed request.
         tracing::warn!(%error, "could not record the queued state");
     }
-    tracing::info!("transaction queued");
+    tracing::debug!("transaction queued");
     Ok(accepted(&id, Some(&rate), false))
 }
 
-/// `None` if this request now owns `id`; otherwise the answer to give.
-async fn claim(state: &AppState, id: &str, fp: &str) -> Result<Option<Response>, ApiError> {
+/// How admission came out for a request that may go on.
+enum Admitted {
+    /// This request owns the id now (or was refused by the limit, which gave it back).
+    Ours {
+        /// How the account's count came out.
+        rate: RateStatus,
+        /// The backstop's answer for the id.
+        stored: Lookup,
+    },
+    /// An earlier identical request was queued: this is the answer.
+    Answered(Response),
+}
+
+/// Claims `id` and counts it, looking the id up in the database at the same time; waits
+/// while a racing identical request publishes.
+async fn admit(state: &AppState, id: &str, fp: &str, account_id: &str) -> Result<Admitted, ApiError> {
     let deadline = tokio::time::Instant::now() + state.publisher.confirm_timeout() + Duration::from_secs(1);
     loop {
-        match state.gate.claim(id, fp).await.map_err(redis_down)? {
-            None => return Ok(None),
-            Some(Prior { fingerprint, .. }) if fingerprint != fp => return Err(conflict(id)),
-            Some(Prior { queued: true, .. }) => return Ok(Some(accepted(id, None, true))),
-            Some(Prior { queued: false, .. }) => {
+        let (admission, stored) =
+            tokio::join!(state.gate.admit(id, fp, account_id), state.backstop.raw_payload(id));
+        match admission.map_err(redis_down)? {
+            Admission::Counted(rate) => return Ok(Admitted::Ours { rate, stored }),
+            Admission::Prior(Prior { fingerprint, .. }) if fingerprint != fp => return Err(conflict(id)),
+            Admission::Prior(Prior { queued: true, .. }) => {
+                return Ok(Admitted::Answered(accepted(id, None, true)));
+            }
+            Admission::Prior(Prior { queued: false, .. }) => {
                 // A racing request with the same body is publishing: wait for its outcome.
                 if tokio::time::Instant::now() >= deadline {
                     return Err(ApiError::Unavailable {
