@@ -67,7 +67,7 @@ impl Application {
             fraudsense_actors::auth::Verifier::from_settings(&settings.auth)
                 .context("loading the token keys")?,
         );
-        let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
+        let pool = store::connect_for_lookups(&settings.database).context("building the PostgreSQL pool")?;
         if settings.migrate_on_start {
             store::migrate(&pool).await.context("applying migrations")?;
             store::catalog::ensure_active_model(&pool).await.context("installing the bootstrap model")?;
