@@ -103,7 +103,7 @@ pub fn connect(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
 
 /// A pool like [`connect`]'s whose sessions plan every statement for its actual parameters
 /// (`plan_cache_mode = force_custom_plan`): the api's, whose statements are lookups by key
-/// and queries with optional filters.
+/// and queries with optional filters, and the load tools' (their decision poll is a lookup).
 ///
 /// A prepared statement otherwise may settle on a generic plan after its fifth execution and
 /// keep it until the table's statistics change. The api prepares its lookups when the tables

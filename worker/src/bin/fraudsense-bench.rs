@@ -121,7 +121,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let shard_queues = Topology::from_settings(&settings.amqp).shard_queues;
     settings.database.pool_size = settings.database.pool_size.clamp(1, 4);
-    let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
+    // Its decision poll is a keyed lookup too (see `connect_for_lookups`).
+    let pool = store::connect_for_lookups(&settings.database).context("building the PostgreSQL pool")?;
 
     let started = chrono::Utc::now();
     let mut report = BenchReport {

@@ -128,7 +128,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("warning: {warning}");
     }
     settings.database.pool_size = settings.database.pool_size.clamp(1, 4);
-    let pool = store::connect(&settings.database).context("building the PostgreSQL pool")?;
+    // Its decision poll is a keyed lookup too (see `connect_for_lookups`).
+    let pool = store::connect_for_lookups(&settings.database).context("building the PostgreSQL pool")?;
     let report = load::run(config, pool).await?;
     print!("{}", report.table());
     if let Some(path) = cli.json {
