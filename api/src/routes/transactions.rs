@@ -95,7 +95,9 @@ async fn ingest(
 
     // 1. Idempotency and 2. the rate limit, in one Redis script (replays are not counted),
     // together with 3. the backstop for ids whose Redis entry expired (the database's copy
-    // decides): independent lookups, so one round trip of waiting instead of three.
+    // decides): independent lookups, so one wait instead of two. A replay pays for a
+    // backstop lookup it does not need, but lookups are batched (one query for up to 512
+    // ids), so a client replaying in a loop cannot multiply PostgreSQL's queries.
     let (rate, stored) = match admit(state, &id, &fp, &transaction.account_id).await? {
         Admitted::Ours { rate, stored } => (rate, stored),
         Admitted::Answered(answer) => return Ok(answer),
