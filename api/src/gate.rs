@@ -6,8 +6,8 @@
 //! `IDEMPOTENCY_TTL_SECS`. The fingerprint is a SHA-256 of the canonical JSON body, so the
 //! same body in another key order is the same request. Claiming is one atomic
 //! `SET NX GET`, so two racing requests cannot both publish; the same script counts a new
-//! claim against the account's limit, so admission costs one round trip. After the TTL the database's
-//! unique key is the backstop (the handler compares the stored raw body).
+//! claim against the account's limit, so admission costs one round trip. After the TTL the
+//! database's unique key is the backstop (the handler compares the stored raw body).
 
 use std::time::Duration;
 
@@ -158,7 +158,6 @@ impl Gate {
         fingerprint: &str,
         account_id: &str,
     ) -> Result<Admission, RedisError> {
-        let window_ms = Self::ms(self.window);
         let reply: Vec<Value> = self
             .admit
             .evalsha_with_reload(
@@ -167,7 +166,7 @@ impl Gate {
                 vec![
                     format!("pending:{fingerprint}"),
                     Self::ms(self.pending_ttl).to_string(),
-                    window_ms.to_string(),
+                    Self::ms(self.window).to_string(),
                     self.limit.to_string(),
                 ],
             )
