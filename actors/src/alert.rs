@@ -1,7 +1,10 @@
 //! The alert actor: the end of the pipeline. It group-commits decisions — transactions,
-//! scores and, for HIGH risk, alerts — in one PostgreSQL transaction per batch (up to
-//! `COMMIT_BATCH_MAX` decisions or `COMMIT_BATCH_WAIT_MS` after the first, whichever comes
-//! first), and only then settles the batch's deliveries.
+//! scores and, for HIGH risk, alerts — in one PostgreSQL transaction per batch, and only
+//! then settles the batch's deliveries. A batch is every decision queued by the time the
+//! actor gets to it, up to `COMMIT_BATCH_MAX`: a lone decision commits at once, and while a
+//! commit runs the next batch collects in the mailbox, so batches grow exactly when load
+//! does. `COMMIT_BATCH_WAIT_MS` > 0 adds a fixed wait for more after a batch's first
+//! decision (fewer, larger commits for more latency).
 //!
 //! A commit that fails for a transient reason (PostgreSQL down or unreachable) is retried
 //! here, with exponential backoff, holding the batch: nothing is acked, the consumer's
@@ -48,7 +51,7 @@ pub struct AlertArgs {
     pub pool: Pool,
     /// Largest batch per commit.
     pub batch_max: usize,
-    /// Longest a decision waits for its batch to fill.
+    /// Longest a decision waits for its batch to fill; zero commits whatever is queued.
     pub batch_wait: Duration,
     /// This node's id, recorded with every decision.
     pub node_id: String,
@@ -111,11 +114,22 @@ impl Actor for AlertActor {
         }
         if !state.batch.is_empty() && !state.timer_armed {
             state.timer_armed = true;
-            let delay = match state.failures {
-                0 => state.args.batch_wait,
-                n => crate::backoff::exponential(MIN_RETRY_DELAY, MAX_RETRY_DELAY, n - 1),
-            };
-            myself.send_after(delay, || AlertMsg::Flush);
+            match state.failures {
+                // Behind every decision already queued: they all join this batch.
+                0 if state.args.batch_wait.is_zero() => {
+                    if myself.send_message(AlertMsg::Flush).is_err() {
+                        // The mailbox is closed: the actor is stopping and post_stop commits.
+                        state.timer_armed = false;
+                    }
+                }
+                0 => {
+                    myself.send_after(state.args.batch_wait, || AlertMsg::Flush);
+                }
+                n => {
+                    let delay = crate::backoff::exponential(MIN_RETRY_DELAY, MAX_RETRY_DELAY, n - 1);
+                    myself.send_after(delay, || AlertMsg::Flush);
+                }
+            }
         }
         Ok(())
     }

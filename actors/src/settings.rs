@@ -100,7 +100,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how long Redis remembers a transaction_id (the database is the backstop after)",
     ),
     ("COMMIT_BATCH_MAX", "256", "decisions the worker commits to PostgreSQL in one transaction at most"),
-    ("COMMIT_BATCH_WAIT_MS", "5", "longest a decision waits for its commit batch to fill"),
+    (
+        "COMMIT_BATCH_WAIT_MS",
+        "0",
+        "longest a decision waits for its commit batch to fill (0: a batch is whatever is queued)",
+    ),
     (
         "ACCOUNT_IDLE_SECS",
         "30",
@@ -270,7 +274,7 @@ pub struct HttpSettings {
 pub struct CommitSettings {
     /// Most decisions per PostgreSQL transaction.
     pub batch_max: usize,
-    /// Longest the first decision of a batch waits for more.
+    /// Longest the first decision of a batch waits for more; zero takes what is queued.
     pub batch_wait: Duration,
 }
 

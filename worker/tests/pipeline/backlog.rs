@@ -60,3 +60,27 @@ async fn the_worker_reports_the_backlog_it_cannot_commit_per_shard_and_its_drain
     }
     p.teardown().await;
 }
+
+#[tokio::test]
+async fn a_backlog_commits_in_batches_of_what_is_queued_without_a_batch_wait() {
+    const N: usize = 64;
+    let mut p = spawn_api_only().await;
+    // The transactions wait on the broker until a worker starts; then they reach the alert
+    // actor faster than it commits, and each commit takes whatever has queued meanwhile.
+    for i in 0..N {
+        let tx = transaction(&format!("gc-{i}"), &format!("acct-gc-{i}"), "12", "2026-11-20T09:00:00Z");
+        assert_eq!(p.post(&tx).await, 202);
+    }
+    let mut settings = p.env.settings.clone();
+    settings.commit.batch_wait = Duration::ZERO;
+    p.start_worker_with(settings).await;
+    for i in 0..N {
+        p.scored(&format!("gc-{i}")).await;
+    }
+    let committed = p.worker_metric("commit_batch_size_sum").await;
+    let commits = p.worker_metric("commit_batch_size_count").await;
+    assert_eq!(committed, N as f64, "every decision committed once");
+    // One commit per decision would be N; batching takes far fewer.
+    assert!(commits < (N / 2) as f64, "{commits} commits for {N} decisions");
+    p.teardown().await;
+}
