@@ -188,6 +188,11 @@ pub struct StepResult {
     pub decision_p99_ms: f64,
     /// Seconds the load generator's drain took.
     pub drain_secs: f64,
+    /// Processor time of every local process of the pipeline and of the generator, ms per
+    /// decided transaction (`null` without `/proc`).
+    pub cpu_ms_per_tx: Option<f64>,
+    /// The same as a share of the machine over the step, percent.
+    pub machine_busy_pct: Option<f64>,
     /// Why the step saturated; empty when it did not.
     pub saturated_by: Vec<String>,
 }
@@ -209,6 +214,8 @@ impl StepResult {
             post_p99_ms: report.latency.post_202.p99_ms,
             decision_p99_ms: report.latency.decision.p99_ms,
             drain_secs: report.drain_secs,
+            cpu_ms_per_tx: report.cpu.as_ref().map(|c| c.total_ms_per_tx),
+            machine_busy_pct: report.cpu.as_ref().map(|c| c.machine_busy_pct),
             saturated_by: Vec::new(),
         }
     }
@@ -278,15 +285,15 @@ impl BenchReport {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| offered tx/s | accepted tx/s | decided tx/s (send) | backlog at send end | errors | POST p99 ms | decision p99 ms | verdict |"
+            "| offered tx/s | accepted tx/s | decided tx/s (send) | backlog at send end | errors | POST p99 ms | decision p99 ms | CPU ms/tx (machine busy) | verdict |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for s in &self.steps {
             let verdict =
                 if s.saturated() { format!("SATURATED: {}", s.saturated_by.join("; ")) } else { "ok".into() };
             let _ = writeln!(
                 out,
-                "| {:.0} | {:.1} | {:.1} | {} ({:.1} %) | {} | {:.1} | {:.1} | {} |",
+                "| {:.0} | {:.1} | {:.1} | {} ({:.1} %) | {} | {:.1} | {:.1} | {} | {} |",
                 s.offered_rate,
                 s.accepted_rate,
                 s.decided_rate_during_send,
@@ -295,6 +302,10 @@ impl BenchReport {
                 s.errors,
                 s.post_p99_ms,
                 s.decision_p99_ms,
+                match (s.cpu_ms_per_tx, s.machine_busy_pct) {
+                    (Some(ms), Some(busy)) => format!("{ms:.3} ({busy:.0} %)"),
+                    _ => "n/a".into(),
+                },
                 verdict
             );
         }
@@ -349,6 +360,8 @@ mod tests {
             post_p99_ms: 5.0,
             decision_p99_ms: 20.0,
             drain_secs: 0.1,
+            cpu_ms_per_tx: Some(1.0),
+            machine_busy_pct: Some(50.0),
             saturated_by: Vec::new(),
         }
     }

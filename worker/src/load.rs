@@ -56,6 +56,7 @@
 //! | `max_scheduler_lag_ms`, `drain_secs` | how late the scheduler ran at worst; how long the drain took |
 //! | `errors` | `total` = `not_sent` + `status_4xx` (incl. `status_429`) + `status_5xx` + `status_other` + `timeout` + `transport`; `by_status` counts each non-202 code |
 //! | `latency.{post_202,post_4xx,post_5xx,post_failed,decision,alert}` | each `{count, p50_ms, p95_ms, p99_ms, p999_ms, max_ms}`, from the scheduled send time |
+//! | `cpu` | processor time of the local api, worker, RabbitMQ, PostgreSQL, Redis and this generator from the first request to the end of the drain: per process group `{name, cpu_secs, ms_per_tx}` (per decided transaction), `total_ms_per_tx`, `machine_busy_pct` of `cores` over `wall_secs` ([`cpu`]); `null` without `/proc` |
 //! | `worker_memory` | with `--watch-worker`: the worker's resident memory, live account actors and parked windows, sampled every second ([`memory`]); else `null` |
 //! | `notes`, `warnings` | how to read the numbers; what makes them less trustworthy |
 //!
@@ -64,6 +65,7 @@
 
 pub mod alerts;
 pub mod bodies;
+pub mod cpu;
 pub mod decisions;
 pub mod memory;
 pub mod report;
@@ -655,6 +657,7 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
         in_flight: Arc::new(Semaphore::new(config.in_flight_cap())),
         connections: Arc::new(Semaphore::new(config.connections)),
     };
+    let cpu_before = cpu::Snapshot::take();
     let scheduler = tokio::spawn(sender.run(outcomes));
 
     let mut tally = Tally::default();
@@ -709,6 +712,7 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
         tokio::time::sleep(DRAIN_POLL_EVERY).await;
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
+    let cpu = cpu_before.and_then(|before| Some(before.until(&cpu::Snapshot::take()?, tally.decided)));
     let log = listener.finish().await;
     let worker_memory = match memory {
         Some(watch) => Some(watch.finish().await),
@@ -776,6 +780,7 @@ pub async fn run(config: LoadConfig, pool: Pool) -> Result<Report, LoadError> {
             decision: tally.decision.summary(),
             alert: alert.summary(),
         },
+        cpu,
         worker_memory,
         notes: vec![
             "every latency starts at the request's scheduled send time (open loop: a slow answer \

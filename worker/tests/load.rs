@@ -86,6 +86,18 @@ async fn load_generator_counts_add_up_against_the_pipeline() {
     assert_eq!(report.alerts_received, high, "{report:#?}");
     assert_eq!(report.latency.alert.count, report.alerts_received);
 
+    // The CPU section: the api and worker run inside this process here, so its own share
+    // holds their work; PostgreSQL committed every decision.
+    let cpu = report.cpu.as_ref().unwrap_or_else(|| panic!("no CPU section: {report:#?}"));
+    let share = |name: &str| {
+        cpu.processes.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no {name}: {cpu:#?}"))
+    };
+    assert!(share(load::cpu::SELF).cpu_secs > 0.0, "{cpu:#?}");
+    assert!(share("PostgreSQL").cpu_secs > 0.0, "{cpu:#?}");
+    let sum: f64 = cpu.processes.iter().map(|p| p.ms_per_tx).sum();
+    assert!((sum - cpu.total_ms_per_tx).abs() < 1e-6, "{cpu:#?}");
+    assert!(report.table().contains("CPU per decided transaction"), "{}", report.table());
+
     node.stop().await;
     let _ = stop_api.send(());
     let _ = serving.await;

@@ -163,6 +163,8 @@ pub struct Report {
     pub errors: Errors,
     /// Latency summaries, all measured from each request's scheduled send time.
     pub latency: Latencies,
+    /// Processor time of the local processes over the run (`/proc`), else null.
+    pub cpu: Option<super::cpu::CpuUse>,
     /// The worker's resident memory and live account actors (`--watch-worker`), else null.
     pub worker_memory: Option<super::memory::WorkerMemory>,
     /// How to read the numbers.
@@ -256,6 +258,12 @@ impl Report {
                 "{name:<34} {:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
                 s.count, s.p50_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
             );
+        }
+        if let Some(cpu) = &self.cpu {
+            let _ = writeln!(out);
+            for line in cpu.lines() {
+                let _ = writeln!(out, "{line}");
+            }
         }
         if let Some(m) = &self.worker_memory {
             let _ = writeln!(out);
@@ -358,6 +366,7 @@ mod tests {
                 ..Errors::default()
             },
             latency: Latencies { post_202: post.summary(), ..Latencies::default() },
+            cpu: None,
             worker_memory: None,
             notes: vec!["a note".into()],
             warnings: vec![],
@@ -408,6 +417,7 @@ mod tests {
             "drain_secs",
             "errors",
             "latency",
+            "cpu",
             "worker_memory",
             "notes",
             "warnings",
