@@ -114,21 +114,16 @@ impl Actor for AlertActor {
         }
         if !state.batch.is_empty() && !state.timer_armed {
             state.timer_armed = true;
-            match state.failures {
-                // Behind every decision already queued: they all join this batch.
-                0 if state.args.batch_wait.is_zero() => {
-                    if myself.send_message(AlertMsg::Flush).is_err() {
-                        // The mailbox is closed: the actor is stopping and post_stop commits.
-                        state.timer_armed = false;
-                    }
-                }
-                0 => {
-                    myself.send_after(state.args.batch_wait, || AlertMsg::Flush);
-                }
-                n => {
-                    let delay = crate::backoff::exponential(MIN_RETRY_DELAY, MAX_RETRY_DELAY, n - 1);
-                    myself.send_after(delay, || AlertMsg::Flush);
-                }
+            let delay = match state.failures {
+                0 => state.args.batch_wait,
+                n => crate::backoff::exponential(MIN_RETRY_DELAY, MAX_RETRY_DELAY, n - 1),
+            };
+            if !delay.is_zero() {
+                myself.send_after(delay, || AlertMsg::Flush);
+            } else if myself.send_message(AlertMsg::Flush).is_err() {
+                // Behind every decision already queued, so they all join this batch. Refused
+                // only when the mailbox is closed: the actor is stopping and post_stop commits.
+                state.timer_armed = false;
             }
         }
         Ok(())

@@ -56,7 +56,7 @@
 //! | `max_scheduler_lag_ms`, `drain_secs` | how late the scheduler ran at worst; how long the drain took |
 //! | `errors` | `total` = `not_sent` + `status_4xx` (incl. `status_429`) + `status_5xx` + `status_other` + `timeout` + `transport`; `by_status` counts each non-202 code |
 //! | `latency.{post_202,post_4xx,post_5xx,post_failed,decision,alert}` | each `{count, p50_ms, p95_ms, p99_ms, p999_ms, max_ms}`, from the scheduled send time |
-//! | `cpu` | processor time of the local api, worker, RabbitMQ, PostgreSQL, Redis and this generator from the first request to the end of the drain: per process group `{name, cpu_secs, ms_per_tx}` (per decided transaction), `total_ms_per_tx`, `machine_busy_pct` of `cores` over `wall_secs` ([`cpu`]); `null` without `/proc` |
+//! | `cpu` | processor time of the local api, worker, RabbitMQ, PostgreSQL, Redis and this generator from the first request to the end of the drain: per process group `{name, cpu_secs, ms_per_tx}` (per decided transaction), `total_cpu_secs`, `total_ms_per_tx`, `machine_busy_pct` of `cores` over `wall_secs` ([`cpu`]); `null` without `/proc` |
 //! | `worker_memory` | with `--watch-worker`: the worker's resident memory, live account actors and parked windows, sampled every second ([`memory`]); else `null` |
 //! | `notes`, `warnings` | how to read the numbers; what makes them less trustworthy |
 //!

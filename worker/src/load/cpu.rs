@@ -57,6 +57,8 @@ pub struct CpuUse {
     pub cores: usize,
     /// Each process group, pipeline first, this generator last.
     pub processes: Vec<ProcessCpu>,
+    /// All of them together, processor seconds.
+    pub total_cpu_secs: f64,
     /// All of them together, milliseconds per decided transaction.
     pub total_ms_per_tx: f64,
     /// All of them together as a share of the machine over the run, percent.
@@ -110,6 +112,7 @@ impl Snapshot {
             wall_secs,
             cores,
             processes,
+            total_cpu_secs: total,
             total_ms_per_tx: per_tx(total),
             machine_busy_pct: if capacity > 0.0 { 100.0 * total / capacity } else { 0.0 },
         }
@@ -143,7 +146,7 @@ impl CpuUse {
             "{:<34} {:>10.3} {:>10.2}   ({:.0} % of {} cores over {:.1} s)",
             "all",
             self.total_ms_per_tx,
-            self.processes.iter().map(|p| p.cpu_secs).sum::<f64>(),
+            self.total_cpu_secs,
             self.machine_busy_pct,
             self.cores,
             self.wall_secs
