@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help services up down status logs test lint fmt migrate \
-	bench bench-micro train load token compose-up compose-down compose-down-volumes k8s-render
+	bench bench-floor bench-micro train load token compose-up compose-down compose-down-volumes k8s-render
 
 COMPOSE := docker compose -p fraudsense -f infra/docker-compose.yml
 # `make k8s-render OVERLAY=aks` renders another overlay (k8s/overlays/<name>).
@@ -61,6 +61,11 @@ migrate: services ## apply database migrations
 
 bench: ## saturation benchmark against the running stack (needs `make up` first): steps the rate up, compares with the raw broker ceiling [BENCH_ARGS='--max-rate 3000 --json out.json']
 	bash infra/stack.sh exec cargo run --quiet --release --bin fraudsense-bench -- $(BENCH_ARGS)
+
+# `make bench-floor FLOOR_ARGS='--rates 1000,3000 --duration 15'` passes options to fraudsense-floor.
+FLOOR_ARGS ?=
+bench-floor: services ## the services' floor: RabbitMQ, PostgreSQL and Redis alone doing what the promises require per transaction, open loop, no api/worker in the path (run with the stack idle) [FLOOR_ARGS='--rates 1000,3000']
+	cargo run --quiet --release --bin fraudsense-floor -- $(FLOOR_ARGS)
 
 bench-micro: ## criterion benchmarks of scoring and the Isolation Forest (BENCH=scoring|iforest for one; docs/benchmarks.md)
 	cargo bench -p fraudsense-actors $(if $(BENCH),--bench $(BENCH))

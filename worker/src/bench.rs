@@ -33,6 +33,7 @@
 //! is the lower of the publish and consume rates.
 
 pub mod ceiling;
+pub mod floor;
 pub mod queues;
 
 use std::fmt::Write as _;
