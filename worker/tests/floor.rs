@@ -11,14 +11,30 @@ use lapin::options::QueueDeclareOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_decides_every_transaction_once_and_cleans_up() {
+    decides_every_transaction_once_and_cleans_up(floor::QueueType::Quorum).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_on_classic_queues_does_the_same() {
+    decides_every_transaction_once_and_cleans_up(floor::QueueType::Classic).await;
+}
+
+async fn decides_every_transaction_once_and_cleans_up(queue_type: floor::QueueType) {
     let env = TestEnv::new().await.unwrap_or_else(|e| panic!("test env: {e:#}"));
     let body = ceiling::sample_event(50, chrono::Utc::now()).unwrap_or_else(|e| panic!("{e:#}"));
-    let config =
-        floor::FloorConfig { rate: 40.0, duration: Duration::from_secs(1), accounts: 7, shards: 2, body };
+    let config = floor::FloorConfig {
+        rate: 40.0,
+        duration: Duration::from_secs(1),
+        accounts: 7,
+        shards: 2,
+        queue_type,
+        body,
+    };
     let report = floor::run(&env.settings, &config).await.unwrap_or_else(|e| panic!("floor run: {e:#}"));
     println!("{}", floor::table(std::slice::from_ref(&report)));
 
     assert_eq!(report.scheduled, 40, "{report:#?}");
+    assert_eq!(report.queue_type, queue_type);
     assert_eq!((report.accepted, report.decided), (40, 40), "{report:#?}");
     assert_eq!(report.stored, (40, 40), "every commit landed once: {report:#?}");
     assert_eq!(report.left_in_queues, 0, "every delivery was acked: {report:#?}");
@@ -73,6 +89,7 @@ async fn a_rate_that_is_not_positive_is_refused_before_anything_is_created() {
         duration: Duration::from_secs(1),
         accounts: 7,
         shards: 2,
+        queue_type: floor::QueueType::Quorum,
         body: vec![],
     };
     let refused = floor::run(&env.settings, &config).await;

@@ -29,7 +29,7 @@
 //! servers' figures include whatever else they serve meanwhile, so run it on an idle stack.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeSet, VecDeque},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -88,8 +88,30 @@ pub struct FloorConfig {
     pub accounts: u64,
     /// Shard queues.
     pub shards: u16,
+    /// The shard queues' type.
+    pub queue_type: QueueType,
     /// The message body (one serialised `transaction.created`).
     pub body: Vec<u8>,
+}
+
+/// The type of the shard queues: FraudSense declares quorum queues (replicated, with a
+/// delivery limit); classic queues are the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueType {
+    /// `x-queue-type: quorum`, as the pipeline's shard queues.
+    Quorum,
+    /// A durable classic queue (persistent messages).
+    Classic,
+}
+
+impl QueueType {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Quorum => "quorum",
+            Self::Classic => "classic",
+        }
+    }
 }
 
 /// What one floor run measured.
@@ -109,6 +131,8 @@ pub struct FloorReport {
     pub commits: u64,
     /// Shard queues.
     pub shards: u16,
+    /// Their type.
+    pub queue_type: QueueType,
     /// Bytes per message.
     pub body_bytes: usize,
     /// Scheduled → confirmed.
@@ -215,7 +239,7 @@ pub async fn run(settings: &Settings, config: &FloorConfig) -> anyhow::Result<Fl
         .await
         .context("connecting the consumer to RabbitMQ")?;
     let result = async {
-        declare(&publisher, &pool, &names).await?;
+        declare(&publisher, &pool, &names, config.queue_type).await?;
         measure(&publisher, &consumer, &pool, &redis, &names, config).await
     }
     .await;
@@ -227,7 +251,7 @@ pub async fn run(settings: &Settings, config: &FloorConfig) -> anyhow::Result<Fl
     Ok(report)
 }
 
-async fn declare(connection: &Connection, pool: &Pool, names: &Names) -> anyhow::Result<()> {
+async fn declare(connection: &Connection, pool: &Pool, names: &Names, kind: QueueType) -> anyhow::Result<()> {
     let channel = connection.create_channel().await?;
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     let mut hash = FieldTable::default();
@@ -246,7 +270,7 @@ async fn declare(connection: &Connection, pool: &Pool, names: &Names) -> anyhow:
         .await?;
     for queue in &names.queues {
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.name().into()));
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
         channel.queue_declare(queue.as_str().into(), options, args).await?;
@@ -361,18 +385,20 @@ async fn measure(
 
     // The consumer side: windows in delivery order, then group commits.
     let (commit_tx, commit_rx) = mpsc::unbounded_channel::<Delivered>();
+    let acks = Arc::new(Mutex::new(Acks::default()));
     let consume = consume(
         futures_util::stream::select_all(streams),
         redis.clone(),
         window,
         names,
         config.accounts,
+        acks.clone(),
         commit_tx,
     );
     let committer = commit(
         commit_rx,
         pool.clone(),
-        deliveries.clone(),
+        (deliveries.clone(), acks),
         names,
         config.body.clone(),
         Timing { start, schedule, total },
@@ -442,6 +468,7 @@ async fn measure(
         decided_rate: t.decided_count as f64 / elapsed.as_secs_f64().max(1e-9),
         commits: t.commits,
         shards: config.shards,
+        queue_type: config.queue_type,
         body_bytes: config.body.len(),
         accepted_latency: t.accepted.summary(),
         decided_latency: t.decided.summary(),
@@ -531,6 +558,35 @@ impl Ingest {
     }
 }
 
+/// Which deliveries may be acked: the consumer streams of several shard queues interleave,
+/// so a batch's highest tag may lie above one still on its way. A `multiple` ack goes only up
+/// to the highest committed tag below every outstanding one.
+#[derive(Default)]
+struct Acks {
+    outstanding: BTreeSet<u64>,
+    committed: BTreeSet<u64>,
+}
+
+impl Acks {
+    fn delivered(&mut self, tag: u64) {
+        self.outstanding.insert(tag);
+    }
+
+    /// Records `tags` as committed; the tag to ack up to (`multiple`), if any.
+    fn committed(&mut self, tags: impl IntoIterator<Item = u64>) -> Option<u64> {
+        for tag in tags {
+            self.outstanding.remove(&tag);
+            self.committed.insert(tag);
+        }
+        let upto = match self.outstanding.first() {
+            Some(lowest) => self.committed.range(..*lowest).next_back().copied(),
+            None => self.committed.last().copied(),
+        }?;
+        self.committed = self.committed.split_off(&(upto + 1));
+        Some(upto)
+    }
+}
+
 /// A delivery whose window was updated, on its way to the group commit.
 struct Delivered {
     tag: u64,
@@ -544,6 +600,7 @@ async fn consume(
     window: Script,
     names: &Names,
     accounts: u64,
+    acks: Arc<Mutex<Acks>>,
     commits: mpsc::UnboundedSender<Delivered>,
 ) -> anyhow::Result<()> {
     let mut windows = FuturesOrdered::new();
@@ -563,6 +620,7 @@ async fn consume(
                 let key = format!("{}win:{account}", names.keys);
                 let (redis, window) = (redis.clone(), window.clone());
                 let tag = delivery.delivery_tag;
+                acks.lock().unwrap_or_else(PoisonError::into_inner).delivered(tag);
                 windows.push_back(async move {
                     let now = chrono::Utc::now().timestamp_millis();
                     let args = vec![now.to_string(), n.to_string(), "604800000".to_owned()];
@@ -593,7 +651,7 @@ struct Timing {
 async fn commit(
     mut delivered: mpsc::UnboundedReceiver<Delivered>,
     pool: Pool,
-    channel: Channel,
+    (channel, acks): (Channel, Arc<Mutex<Acks>>),
     names: &Names,
     body: Vec<u8>,
     timing: Timing,
@@ -659,8 +717,9 @@ async fn commit(
             confirms.push(confirm);
         }
         Topology::confirm_all(confirms, Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
-        if let Some(last) = batch.back() {
-            channel.basic_ack(last.tag, BasicAckOptions { multiple: true }).await?;
+        let upto = acks.lock().unwrap_or_else(PoisonError::into_inner).committed(batch.iter().map(|d| d.tag));
+        if let Some(upto) = upto {
+            channel.basic_ack(upto, BasicAckOptions { multiple: true }).await?;
         }
         done += batch.len() as u64;
         batch.clear();
@@ -672,7 +731,7 @@ async fn commit(
 pub fn table(reports: &[FloorReport]) -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
-        "offered tx/s | decided tx/s | commits | accepted p50/p99 ms | decided p50/p99 ms | RabbitMQ | PostgreSQL | Redis | services ms/tx | services busy | driver ms/tx | machine busy\n",
+        "queues | offered tx/s | decided tx/s | commits | accepted p50/p99 ms | decided p50/p99 ms | RabbitMQ | PostgreSQL | Redis | services ms/tx | services busy | driver ms/tx | machine busy\n",
     );
     for r in reports {
         let per = |name: &str| {
@@ -683,7 +742,8 @@ pub fn table(reports: &[FloorReport]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:>12.0} | {:>12.1} | {:>7} | {:>8.1} / {:>8.1} | {:>7.1} / {:>7.1} | {:>8} | {:>10} | {:>5} | {:>14} | {:>13} | {:>12} | {:>12}",
+            "{:>6} | {:>12.0} | {:>12.1} | {:>7} | {:>8.1} / {:>8.1} | {:>7.1} / {:>7.1} | {:>8} | {:>10} | {:>5} | {:>14} | {:>13} | {:>12} | {:>12}",
+            r.queue_type.name(),
             r.offered_rate,
             r.decided_rate,
             r.commits,
@@ -701,4 +761,26 @@ pub fn table(reports: &[FloorReport]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multiple_ack_never_covers_a_delivery_still_on_its_way() {
+        let mut acks = Acks::default();
+        for tag in 1..=5 {
+            acks.delivered(tag);
+        }
+        // 4 and 5 committed first (another shard's stream was faster): 1..3 still pending.
+        assert_eq!(acks.committed([4, 5]), None);
+        assert_eq!(acks.committed([1]), Some(1));
+        assert_eq!(acks.committed([3]), None);
+        // 2 closes the gap: everything up to 5 at once, and nothing twice afterwards.
+        assert_eq!(acks.committed([2]), Some(5));
+        acks.delivered(6);
+        assert_eq!(acks.committed([6]), Some(6));
+        assert!(acks.committed.is_empty() && acks.outstanding.is_empty());
+    }
 }

@@ -38,6 +38,9 @@ struct Cli {
     /// Shard queues (default: AMQP_SHARDS, as the pipeline).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     shards: Option<u16>,
+    /// Type of the shard queues (the pipeline declares quorum queues).
+    #[arg(long, value_enum, default_value_t = floor::QueueType::Quorum)]
+    queue_type: floor::QueueType,
     /// Also write the reports as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -75,9 +78,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             duration: Duration::from_secs(cli.duration),
             accounts: cli.accounts,
             shards: cli.shards.unwrap_or(settings.amqp.shards),
+            queue_type: cli.queue_type,
             body: body.clone(),
         };
-        eprintln!("floor: {rate} tx/s for {} s on {} shard queues", cli.duration, config.shards);
+        eprintln!(
+            "floor: {rate} tx/s for {} s on {} {:?} shard queues",
+            cli.duration, config.shards, config.queue_type
+        );
         let report =
             floor::run(&settings, &config).await.with_context(|| format!("the run at {rate} tx/s"))?;
         reports.push(report);
