@@ -50,7 +50,10 @@ use lapin::{
 use serde::Serialize;
 use tokio::{sync::mpsc, time::Instant};
 
-use fraudsense_actors::{Settings, topology::Topology};
+use fraudsense_actors::{
+    Settings,
+    topology::{SHARD_KEY_HEADER, Topology},
+};
 
 use crate::load::{
     cpu,
@@ -255,7 +258,7 @@ async fn declare(connection: &Connection, pool: &Pool, names: &Names, kind: Queu
     let channel = connection.create_channel().await?;
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     let mut hash = FieldTable::default();
-    hash.insert("hash-header".into(), AMQPValue::LongString(SHARD_HEADER.into()));
+    hash.insert("hash-header".into(), AMQPValue::LongString(SHARD_KEY_HEADER.into()));
     channel
         .exchange_declare(
             names.exchange.as_str().into(),
@@ -299,9 +302,6 @@ async fn declare(connection: &Connection, pool: &Pool, names: &Names, kind: Queu
         .context("creating the run's schema")?;
     Ok(())
 }
-
-/// The header the consistent-hash exchange hashes.
-const SHARD_HEADER: &str = "x-shard-key";
 
 async fn cleanup(connection: &Connection, pool: &Pool, redis: &Client, names: &Names) -> anyhow::Result<()> {
     let mut failures = Vec::new();
@@ -540,7 +540,7 @@ impl Ingest {
             bail!("the idempotency key {} was already claimed", self.key);
         }
         let mut headers = FieldTable::default();
-        headers.insert(SHARD_HEADER.into(), AMQPValue::LongString(self.account.as_str().into()));
+        headers.insert(SHARD_KEY_HEADER.into(), AMQPValue::LongString(self.account.as_str().into()));
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_message_id(n.to_string().as_str().into())
