@@ -55,6 +55,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Some(bad) = cli.rates.iter().find(|r| !(r.is_finite() && **r > 0.0 && **r <= 100_000.0)) {
+        eprintln!("fraudsense-floor: --rates: {bad} is not a rate in (0, 100000]");
+        return ExitCode::from(2);
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -65,10 +69,6 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(bad) = cli.rates.iter().find(|r| !(r.is_finite() && **r > 0.0 && **r <= 100_000.0)) {
-        eprintln!("fraudsense-floor: --rates: {bad} is not a rate in (0, 100000]");
-        std::process::exit(2);
-    }
     let (settings, _telemetry) = load::tool_setup("floor", None)?;
     let body = ceiling::sample_event(cli.accounts as usize, chrono::Utc::now())?;
     let mut reports = Vec::new();
