@@ -69,6 +69,8 @@ const BATCH_MAX: usize = 1000;
 const FEATURES: usize = 16;
 /// Longest the run may take after its last transaction was due.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The sliding window's span, ms: seven days, the longest window the features use.
+const WINDOW_MS: &str = "604800000";
 /// How long Redis keeps the run's keys if the cleanup cannot delete them.
 const KEY_TTL_MS: u64 = 600_000;
 
@@ -623,7 +625,7 @@ async fn consume(
                 acks.lock().unwrap_or_else(PoisonError::into_inner).delivered(tag);
                 windows.push_back(async move {
                     let now = chrono::Utc::now().timestamp_millis();
-                    let args = vec![now.to_string(), n.to_string(), "604800000".to_owned()];
+                    let args = vec![now.to_string(), n.to_string(), WINDOW_MS.to_owned()];
                     let counted: Result<i64, _> = window.evalsha_with_reload(&redis, vec![key], args).await;
                     counted.map(|_| Delivered { tag, n, account })
                 });
