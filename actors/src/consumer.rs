@@ -413,15 +413,22 @@ async fn settle(
             Settlement::Retry => retry_later(state, tag, pending).await?,
         }
     }
-    let ackable = match state.outstanding.keys().next() {
-        Some(lowest) => state.committed.range(..*lowest).next_back().copied(),
-        None => state.committed.last().copied(),
-    };
-    if let Some(upto) = ackable {
+    if let Some(upto) = multiple_ack_upto(&mut state.committed, state.outstanding.keys().next().copied()) {
         state.channel.basic_ack(upto, BasicAckOptions { multiple: true }).await?;
-        state.committed = state.committed.split_off(&(upto + 1));
     }
     Ok(())
+}
+
+/// The tag a `multiple` ack may go up to: the highest committed tag below the lowest one
+/// still outstanding (any, when nothing is). It and every committed tag below it are taken
+/// out of `committed`, since the ack settles them.
+pub fn multiple_ack_upto(committed: &mut BTreeSet<u64>, lowest_outstanding: Option<u64>) -> Option<u64> {
+    let upto = match lowest_outstanding {
+        Some(lowest) => committed.range(..lowest).next_back().copied(),
+        None => committed.last().copied(),
+    }?;
+    *committed = committed.split_off(&(upto + 1));
+    Some(upto)
 }
 
 /// Sends a delivery that failed on its own round the delayed-retry path (back in

@@ -44,6 +44,14 @@ use crate::load::Report;
 
 pub use ceiling::Ceiling;
 
+/// A suffix no other run shares: this process's id and the clock's low 48 bits of
+/// nanoseconds in hex, joined by `separator` (names on the broker, a schema in PostgreSQL).
+fn run_suffix(separator: char) -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}{separator}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
 /// Longest wait between steps for the shard queues to empty.
 pub const QUEUE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Most steps one run may plan.

@@ -67,9 +67,7 @@ pub fn sample_event(accounts: usize, now: DateTime<Utc>) -> anyhow::Result<Vec<u
 
 /// A queue name no one else uses.
 fn queue_name() -> String {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("fraudsense-bench-ceiling-{}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+    format!("fraudsense-bench-ceiling-{}", super::run_suffix('-'))
 }
 
 /// Measures the ceiling with `messages` copies of `body` on the broker of `amqp`.

@@ -52,6 +52,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use fraudsense_actors::{
     Settings,
+    consumer::multiple_ack_upto,
     topology::{SHARD_KEY_HEADER, Topology},
 };
 
@@ -203,9 +204,7 @@ struct Names {
 
 impl Names {
     fn new(shards: u16, accounts: u64, total: u64) -> Self {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let id = format!("{}_{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
+        let id = super::run_suffix('_');
         Self {
             exchange: format!("fraudsense-floor-{id}.shards"),
             scored: format!("fraudsense-floor-{id}.scored"),
@@ -580,12 +579,7 @@ impl Acks {
             self.outstanding.remove(&tag);
             self.committed.insert(tag);
         }
-        let upto = match self.outstanding.first() {
-            Some(lowest) => self.committed.range(..*lowest).next_back().copied(),
-            None => self.committed.last().copied(),
-        }?;
-        self.committed = self.committed.split_off(&(upto + 1));
-        Some(upto)
+        multiple_ack_upto(&mut self.committed, self.outstanding.first().copied())
     }
 }
 
